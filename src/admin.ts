@@ -1,0 +1,83 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { safeEqual } from './crypto.ts'
+import type { Store, StoredWebhook } from './store.ts'
+
+const statuses = ['pending', 'retrying', 'published', 'dead'] as const
+
+const filterSchema = z.object({
+  provider: z.string().min(1).optional(),
+  status: z.enum(statuses).optional(),
+  type: z.string().min(1).optional(),
+  since: z.coerce.date().optional(),
+  until: z.coerce.date().optional(),
+})
+const listSchema = filterSchema.extend({ limit: z.coerce.number().int().min(1).max(1000).default(100) })
+
+const summary = (webhook: StoredWebhook) => ({
+  id: webhook.id,
+  provider: webhook.provider,
+  event_key: webhook.eventKey,
+  type: webhook.eventType,
+  status: webhook.status,
+  attempts: webhook.attempts,
+  received_at: webhook.receivedAt.toISOString(),
+  next_attempt_at:
+    webhook.status === 'published' || webhook.status === 'dead' ? null : webhook.nextAttemptAt.toISOString(),
+  published_at: webhook.publishedAt?.toISOString() ?? null,
+  last_error: webhook.lastError,
+})
+
+const detail = (webhook: StoredWebhook) => ({
+  ...summary(webhook),
+  method: webhook.method,
+  path: webhook.path,
+  public_url: webhook.publicUrl,
+  headers: webhook.headers,
+  // The bytes as received: base64 is exact; the text form is for reading.
+  body: webhook.body.toString('utf8'),
+  body_base64: webhook.body.toString('base64'),
+  published_event_ids: webhook.publishedEventIds,
+})
+
+const isUuid = (value: string) =>
+  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
+
+/** `/admin/*`: inspect stored webhooks and replay them. Mounted only when ADMIN_TOKEN is set. */
+export function adminRoutes(store: Pick<Store, 'get' | 'list' | 'replay'>, token: string): Hono {
+  const admin = new Hono()
+
+  admin.use(async (c, next) => {
+    const given = /^Bearer (.+)$/i.exec(c.req.header('authorization') ?? '')?.[1]
+    if (!safeEqual(given, token))
+      return c.json({ error: 'unauthorized' }, 401, { 'www-authenticate': 'Bearer' })
+    return next()
+  })
+
+  admin.get('/webhooks', async (c) => {
+    const parsed = listSchema.safeParse(c.req.query())
+    if (!parsed.success) return c.json({ error: z.prettifyError(parsed.error) }, 400)
+    return c.json({ webhooks: (await store.list(parsed.data)).map(summary) })
+  })
+
+  admin.get('/webhooks/:id', async (c) => {
+    const id = c.req.param('id')
+    const webhook = isUuid(id) ? await store.get(id) : undefined
+    return webhook ? c.json(detail(webhook)) : c.json({ error: 'not found' }, 404)
+  })
+
+  admin.post('/webhooks/:id/replay', async (c) => {
+    const id = c.req.param('id')
+    const replayed = isUuid(id) ? await store.replay({ id }) : 0
+    return replayed ? c.json({ replayed }, 202) : c.json({ error: 'not found' }, 404)
+  })
+
+  admin.post('/replay', async (c) => {
+    const body: unknown = await c.req.json().catch(() => undefined)
+    const parsed = filterSchema.strict().safeParse(body ?? {})
+    if (!parsed.success) return c.json({ error: z.prettifyError(parsed.error) }, 400)
+    return c.json({ replayed: await store.replay(parsed.data) }, 202)
+  })
+
+  return admin
+}

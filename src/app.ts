@@ -1,0 +1,55 @@
+import { Hono } from 'hono'
+import type { Providers } from '../providers/index.ts'
+import type { Health } from './health.ts'
+import { ingest, type IngestDeps } from './ingest.ts'
+import { adminRoutes } from './admin.ts'
+import type { Store } from './store.ts'
+
+export interface AppDeps extends IngestDeps {
+  readonly providers: Providers
+  readonly health: () => Promise<Health>
+  readonly store: Pick<Store, 'get' | 'list' | 'replay'>
+}
+
+interface NodeBindings {
+  readonly incoming?: { readonly socket?: { readonly remoteAddress?: string } }
+}
+
+/** The HTTP surface. No I/O happens here until a request arrives. */
+export function createApp(deps: AppDeps): Hono<{ Bindings: NodeBindings }> {
+  const app = new Hono<{ Bindings: NodeBindings }>()
+
+  app.post('/webhooks/:provider', async (c) => {
+    const name = c.req.param('provider')
+    const provider = Object.hasOwn(deps.providers, name) ? deps.providers[name] : undefined
+    const secrets = deps.config.secrets[name] ?? []
+    // A provider with no secret configured is disabled: it looks exactly like an unknown one.
+    if (!provider || secrets.length === 0) return c.json({ error: 'not found' }, 404)
+    const answer = await ingest(deps, provider, secrets, {
+      method: c.req.method,
+      url: c.req.url,
+      headers: c.req.raw.headers,
+      body: c.req.raw.body,
+      address: c.env?.incoming?.socket?.remoteAddress ?? 'unknown',
+    })
+    return c.json(answer.body, answer.status)
+  })
+
+  app.get('/health', async (c) => {
+    const health = await deps.health()
+    return c.json({ status: health.status, checks: health.checks }, health.accepting ? 200 : 503)
+  })
+
+  app.get('/metrics', async (c) =>
+    c.body(await deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
+  )
+
+  if (deps.config.adminToken) app.route('/admin', adminRoutes(deps.store, deps.config.adminToken))
+
+  app.notFound((c) => c.json({ error: 'not found' }, 404))
+  app.onError((error, c) => {
+    deps.log.error('unhandled error', { path: c.req.path, error })
+    return c.json({ error: 'internal error' }, 500)
+  })
+  return app
+}

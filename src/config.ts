@@ -1,0 +1,154 @@
+import { z } from 'zod'
+
+const list = z
+  .string()
+  .optional()
+  .transform((value) =>
+    (value ?? '')
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item.length > 0),
+  )
+
+const seconds = z
+  .string()
+  .optional()
+  .transform((value, ctx) => {
+    const parsed = (value ?? '5,30,300').split(',').map((item) => Number(item.trim()))
+    if (parsed.some((n) => !Number.isFinite(n) || n < 0)) {
+      ctx.addIssue({ code: 'custom', message: 'must be a comma-separated list of seconds' })
+      return z.NEVER
+    }
+    return parsed
+  })
+
+const int = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback)
+
+const schema = z.object({
+  PORT: int(3000),
+  HOST: z.string().default('0.0.0.0'),
+  ROLE: z.enum(['all', 'api', 'worker']).default('all'),
+  DATABASE_URL: z.string().default('postgres://postgres:postgres@127.0.0.1:5432/webhooks'),
+  REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  REDIS_PREFIX: z.string().default('webhooks:'),
+  AMQP_URL: z.string().default('amqp://guest:guest@127.0.0.1:5672'),
+  AMQP_EXCHANGE: z.string().min(1).default('webhooks'),
+  AMQP_UNROUTED_MAX_LENGTH: int(100_000),
+  PUBLIC_BASE_URL: z.url().optional(),
+  STRIPE_WEBHOOK_SECRET: list,
+  GITHUB_WEBHOOK_SECRET: list,
+  TWILIO_AUTH_TOKEN: list,
+  SHOPIFY_WEBHOOK_SECRET: list,
+  PAYPAL_WEBHOOK_ID: list,
+  PAYPAL_CERT_ORIGINS: z
+    .string()
+    .default(
+      'https://api.paypal.com,https://api-m.paypal.com,https://api.sandbox.paypal.com,https://api-m.sandbox.paypal.com',
+    )
+    .transform((value) =>
+      value
+        .split(',')
+        .map((item) => item.trim())
+        .filter(Boolean),
+    ),
+  PAYPAL_CA_FILE: z.string().optional(),
+  ADMIN_TOKEN: z.string().optional(),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  // Extensions beyond the contract's table: limits and timings, all with the contract's defaults.
+  MAX_BODY_BYTES: int(1024 * 1024),
+  GITHUB_MAX_BODY_BYTES: int(25 * 1024 * 1024),
+  STRIPE_TOLERANCE_SECONDS: int(300),
+  PAYPAL_TOLERANCE_SECONDS: int(300),
+  RETRY_DELAYS_SECONDS: seconds,
+  WORKER_CONCURRENCY: int(8),
+  WORKER_POLL_MS: int(1000),
+  WORKER_LEASE_SECONDS: int(60),
+  FAILED_VERIFY_LIMIT: int(30),
+  FAILED_VERIFY_WINDOW_SECONDS: int(60),
+  IDEMPOTENCY_TTL_SECONDS: int(7 * 24 * 3600),
+  DATABASE_POOL_SIZE: int(10),
+  INTAKE_MAX_BATCH: int(500),
+  INTAKE_CONCURRENCY: int(2),
+})
+
+export type Env = z.input<typeof schema>
+type Parsed = z.output<typeof schema>
+
+export interface Config {
+  readonly port: number
+  readonly host: string
+  readonly role: 'all' | 'api' | 'worker'
+  readonly databaseUrl: string
+  readonly databasePoolSize: number
+  readonly redisUrl: string
+  readonly redisPrefix: string
+  readonly amqpUrl: string
+  readonly exchange: string
+  readonly unroutedMaxLength: number
+  readonly publicBaseUrl: string | undefined
+  /** Provider name -> the secrets that may have signed a delivery (several while rotating). */
+  readonly secrets: Readonly<Record<string, readonly string[]>>
+  readonly paypal: { readonly certOrigins: readonly string[]; readonly caFile: string | undefined }
+  readonly adminToken: string | undefined
+  readonly logLevel: Parsed['LOG_LEVEL']
+  /** Provider name -> body limit; providers not named use `default`. */
+  readonly maxBodyBytes: Readonly<Record<string, number>> & { readonly default: number }
+  readonly toleranceSeconds: Readonly<Record<string, number>>
+  readonly retryDelaysSeconds: readonly number[]
+  readonly workerConcurrency: number
+  readonly workerPollMs: number
+  readonly workerLeaseSeconds: number
+  readonly failedVerifyLimit: number
+  readonly failedVerifyWindowSeconds: number
+  readonly idempotencyTtlSeconds: number
+  readonly intakeMaxBatch: number
+  /** Group commits in flight at once; requests arriving meanwhile join the next group. */
+  readonly intakeConcurrency: number
+}
+
+/** Reads configuration from an environment object (process.env in production, a literal in tests). */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const result = schema.safeParse(env)
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`)
+    throw new Error(`invalid configuration: ${problems.join('; ')}`)
+  }
+  const e = result.data
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST,
+    role: e.ROLE,
+    databaseUrl: e.DATABASE_URL,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
+    amqpUrl: e.AMQP_URL,
+    exchange: e.AMQP_EXCHANGE,
+    unroutedMaxLength: e.AMQP_UNROUTED_MAX_LENGTH,
+    publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, ''),
+    secrets: Object.freeze({
+      stripe: e.STRIPE_WEBHOOK_SECRET,
+      github: e.GITHUB_WEBHOOK_SECRET,
+      twilio: e.TWILIO_AUTH_TOKEN,
+      shopify: e.SHOPIFY_WEBHOOK_SECRET,
+      paypal: e.PAYPAL_WEBHOOK_ID,
+    }),
+    paypal: Object.freeze({ certOrigins: e.PAYPAL_CERT_ORIGINS, caFile: e.PAYPAL_CA_FILE }),
+    adminToken: e.ADMIN_TOKEN || undefined,
+    logLevel: e.LOG_LEVEL,
+    maxBodyBytes: Object.freeze({ default: e.MAX_BODY_BYTES, github: e.GITHUB_MAX_BODY_BYTES }),
+    toleranceSeconds: Object.freeze({
+      stripe: e.STRIPE_TOLERANCE_SECONDS,
+      paypal: e.PAYPAL_TOLERANCE_SECONDS,
+    }),
+    retryDelaysSeconds: Object.freeze(e.RETRY_DELAYS_SECONDS),
+    workerConcurrency: Math.max(1, e.WORKER_CONCURRENCY),
+    workerPollMs: Math.max(10, e.WORKER_POLL_MS),
+    workerLeaseSeconds: Math.max(1, e.WORKER_LEASE_SECONDS),
+    failedVerifyLimit: e.FAILED_VERIFY_LIMIT,
+    failedVerifyWindowSeconds: Math.max(1, e.FAILED_VERIFY_WINDOW_SECONDS),
+    idempotencyTtlSeconds: Math.max(1, e.IDEMPOTENCY_TTL_SECONDS),
+    intakeMaxBatch: Math.max(1, e.INTAKE_MAX_BATCH),
+    intakeConcurrency: Math.max(1, e.INTAKE_CONCURRENCY),
+  })
+}

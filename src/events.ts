@@ -1,0 +1,68 @@
+import { createHash } from 'node:crypto'
+import type { Provider, WebhookRequest } from './provider.ts'
+import { internalEvents } from './registry.ts'
+import type { StoredWebhook } from './store.ts'
+
+/** A CloudEvents 1.0 JSON document as published on the exchange. */
+export interface CloudEvent {
+  readonly specversion: '1.0'
+  readonly id: string
+  readonly source: string
+  readonly type: string
+  readonly time: string
+  readonly datacontenttype: 'application/json'
+  readonly data: unknown
+  readonly provider: string
+  readonly providereventid: string
+  readonly webhookid: string
+}
+
+/**
+ * A UUID derived from what the event is, so a retry or a replay republishes the same id and
+ * consumers can deduplicate on it (RFC 9562 version 8, name-based with SHA-256).
+ */
+export function eventId(provider: string, eventKey: string, name: string): string {
+  const hash = createHash('sha256').update(`${provider}\u0000${eventKey}\u0000${name}`).digest()
+  hash[6] = (hash[6]! & 0x0f) | 0x80
+  hash[8] = (hash[8]! & 0x3f) | 0x80
+  const hex = hash.subarray(0, 16).toString('hex')
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+}
+
+/** `raw.<provider>.<type>`, the provider's own type with `/` turned into `.`. */
+export const rawRoutingKey = (provider: string, eventType: string) =>
+  `raw.${provider}.${eventType.replaceAll('/', '.')}`
+
+export function requestOf(webhook: StoredWebhook): WebhookRequest {
+  return {
+    method: webhook.method,
+    pathAndQuery: webhook.path,
+    publicUrl: webhook.publicUrl,
+    headers: webhook.headers,
+    body: webhook.body,
+    receivedAt: webhook.receivedAt,
+  }
+}
+
+/** The raw event and the internal events of one stored webhook, in publishing order. */
+export function eventsFor(webhook: StoredWebhook, provider: Provider): CloudEvent[] {
+  const req = requestOf(webhook)
+  const payload = provider.parse(req)
+  const envelope = (type: string, name: string, data: unknown): CloudEvent => ({
+    specversion: '1.0',
+    id: eventId(webhook.provider, webhook.eventKey, name),
+    source: `/webhooks/${webhook.provider}`,
+    type,
+    time: webhook.receivedAt.toISOString(),
+    datacontenttype: 'application/json',
+    data,
+    provider: webhook.provider,
+    providereventid: webhook.eventKey,
+    webhookid: webhook.id,
+  })
+  const raw = envelope(rawRoutingKey(webhook.provider, webhook.eventType), 'raw', payload)
+  const mapped = internalEvents(provider, webhook.eventType, payload, req).map((event, index) =>
+    envelope(event.type, `internal:${index}:${event.type}`, event.data),
+  )
+  return [raw, ...mapped]
+}

@@ -1,0 +1,157 @@
+import type { AddressInfo } from 'node:net'
+import { serve, type ServerType } from '@hono/node-server'
+import { Redis } from 'ioredis'
+import { providers as allProviders, type Providers } from '../providers/index.ts'
+import { createApp } from './app.ts'
+import type { Config } from './config.ts'
+import { checkHealth } from './health.ts'
+import { Idempotency } from './idempotency.ts'
+import { Intake } from './intake.ts'
+import { createLogger, type Logger } from './log.ts'
+import { Metrics } from './metrics.ts'
+import { ensureDatabase, migrate } from './migrate.ts'
+import { Publisher } from './publisher.ts'
+import { FailedVerificationLimit } from './ratelimit.ts'
+import { connectDatabase, createStore } from './store.ts'
+import { Worker } from './worker.ts'
+
+export interface Gateway {
+  /** The bound HTTP port, when the API half runs. */
+  readonly port: number | undefined
+  readonly app: ReturnType<typeof createApp>
+  readonly store: ReturnType<typeof createStore>
+  readonly publisher: Publisher
+  readonly worker: Worker | undefined
+  readonly redis: Redis
+  /** Stop accepting, finish what is in flight, close every connection. */
+  stop(): Promise<void>
+}
+
+/** Connects, migrates and starts the halves that `config.role` asks for. */
+export async function startGateway(
+  config: Config,
+  options: { readonly log?: Logger; readonly providers?: Providers } = {},
+): Promise<Gateway> {
+  const log = options.log ?? createLogger(config.logLevel)
+  const providers = options.providers ?? allProviders
+  const runsApi = config.role !== 'worker'
+  const runsWorker = config.role !== 'api'
+
+  if (await ensureDatabase(config.databaseUrl))
+    log.info('created the database', { url: redactUrl(config.databaseUrl) })
+  const sql = connectDatabase(config.databaseUrl, config.databasePoolSize)
+  const applied = await migrate(sql)
+  if (applied.length > 0) log.info('migrations applied', { applied })
+  const store = createStore(sql)
+
+  const redis = new Redis(config.redisUrl, {
+    // Fail fast instead of queueing: Redis is only a fast path, Postgres answers when it is gone.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    commandTimeout: 500,
+    retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
+  })
+  let redisDown = false
+  redis.on('error', (error) => {
+    if (!redisDown) log.warn('redis: unavailable, using postgres alone', { error })
+    redisDown = true
+  })
+  redis.on('ready', () => {
+    if (redisDown) log.info('redis: available again')
+    redisDown = false
+  })
+
+  const metrics = new Metrics()
+  metrics.gauge('webhooks_by_status', 'Stored webhooks by status', 'status', () => store.countByStatus())
+  const publisher = new Publisher({
+    url: config.amqpUrl,
+    exchange: config.exchange,
+    unroutedMaxLength: config.unroutedMaxLength,
+    log,
+  })
+  void publisher.start()
+
+  const worker = runsWorker
+    ? new Worker(store, publisher, providers, {
+        concurrency: config.workerConcurrency,
+        pollMs: config.workerPollMs,
+        leaseSeconds: config.workerLeaseSeconds,
+        retryDelaysSeconds: config.retryDelaysSeconds,
+        log,
+        metrics,
+      })
+    : undefined
+  await worker?.start()
+
+  const intake = new Intake(store, { maxBatch: config.intakeMaxBatch, maxInFlight: config.intakeConcurrency })
+  const app = createApp({
+    config,
+    providers,
+    store,
+    intake,
+    idempotency: new Idempotency(redis, {
+      prefix: config.redisPrefix,
+      ttlSeconds: config.idempotencyTtlSeconds,
+      log,
+    }),
+    failedVerifications: new FailedVerificationLimit(redis, {
+      prefix: config.redisPrefix,
+      limit: config.failedVerifyLimit,
+      windowSeconds: config.failedVerifyWindowSeconds,
+    }),
+    metrics,
+    log,
+    onAccepted: worker ? () => worker.wake() : undefined,
+    health: () =>
+      checkHealth({
+        postgres: () => store.ping(),
+        redis: () => redis.ping(),
+        rabbitmq: async () => {
+          if (!publisher.connected) throw new Error('not connected')
+        },
+      }),
+  })
+
+  let server: ServerType | undefined
+  if (runsApi) {
+    server = await new Promise<ServerType>((resolve) => {
+      const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>
+        resolve(started),
+      )
+    })
+    log.info('listening', {
+      host: config.host,
+      port: (server.address() as AddressInfo).port,
+      role: config.role,
+    })
+  }
+
+  return {
+    port: server ? (server.address() as AddressInfo).port : undefined,
+    app,
+    store,
+    publisher,
+    worker,
+    redis,
+    async stop() {
+      await new Promise<void>((resolve) => {
+        if (!server) return resolve()
+        server.close(() => resolve())
+        // Idle keep-alive sockets would hold close() open; in-flight requests still finish.
+        if ('closeIdleConnections' in server) server.closeIdleConnections()
+      })
+      await intake.idle()
+      await worker?.stop()
+      await publisher.stop()
+      redis.disconnect()
+      await sql.end({ timeout: 5 })
+    },
+  }
+}
+
+function redactUrl(url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password) parsed.password = '***'
+  return parsed.toString()
+}

@@ -1,0 +1,189 @@
+import { randomUUID } from 'node:crypto'
+import type { Config } from './config.ts'
+import type { FailedVerificationLimit } from './ratelimit.ts'
+import type { Idempotency } from './idempotency.ts'
+import type { Intake } from './intake.ts'
+import type { Logger } from './log.ts'
+import type { Metrics } from './metrics.ts'
+import { MalformedWebhook, type Provider, type WebhookRequest } from './provider.ts'
+
+export interface IngestDeps {
+  readonly config: Config
+  readonly intake: Pick<Intake, 'submit'>
+  readonly idempotency: Pick<Idempotency, 'lookup' | 'remember'>
+  readonly failedVerifications: Pick<FailedVerificationLimit, 'recordFailure'>
+  readonly metrics: Metrics
+  readonly log: Logger
+  /** Called after a new webhook is committed: the in-process hand-off to a worker. */
+  readonly onAccepted?: (() => void) | undefined
+}
+
+export interface Delivery {
+  readonly method: string
+  /** The URL as the server saw it. */
+  readonly url: string
+  readonly headers: Headers
+  readonly body: ReadableStream<Uint8Array> | null
+  /** The client's address, for the failed-verification limit. */
+  readonly address: string
+}
+
+export type Answer =
+  | {
+      readonly status: 200
+      readonly body: { readonly status: 'accepted' | 'duplicate'; readonly id: string }
+    }
+  | { readonly status: 400 | 401 | 413 | 429 | 503; readonly body: { readonly error: string } }
+
+class BodyTooLarge extends Error {}
+
+/** Reads the body as bytes, refusing more than `limit` whether or not Content-Length tells the truth. */
+async function readBody(delivery: Delivery, limit: number): Promise<Buffer> {
+  const declared = Number(delivery.headers.get('content-length') ?? NaN)
+  if (declared > limit) throw new BodyTooLarge()
+  if (!delivery.body) return Buffer.alloc(0)
+  const chunks: Uint8Array[] = []
+  let size = 0
+  const reader = delivery.body.getReader()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > limit) {
+      await reader.cancel().catch(() => {})
+      throw new BodyTooLarge()
+    }
+    chunks.push(value)
+  }
+  return Buffer.concat(chunks, size)
+}
+
+export function bodyLimit(config: Config, provider: Provider): number {
+  return config.maxBodyBytes[provider.name] ?? provider.maxBodyBytes ?? config.maxBodyBytes.default
+}
+
+function toRequest(delivery: Delivery, body: Buffer, config: Config, receivedAt: Date): WebhookRequest {
+  const url = new URL(delivery.url)
+  const pathAndQuery = url.pathname + url.search
+  return {
+    method: delivery.method,
+    pathAndQuery,
+    // Twilio signs the public URL, not the one a proxy handed us.
+    publicUrl: config.publicBaseUrl ? config.publicBaseUrl + pathAndQuery : url.toString(),
+    headers: Object.fromEntries(delivery.headers),
+    body,
+    receivedAt,
+  }
+}
+
+async function verifyWithAny(
+  provider: Provider,
+  req: WebhookRequest,
+  secrets: readonly string[],
+  deps: IngestDeps,
+) {
+  const reasons: string[] = []
+  const ctx = {
+    config: deps.config,
+    now: req.receivedAt.getTime(),
+    reject: (reason: string) => (reasons.push(reason), false as const),
+  }
+  for (const secret of secrets) {
+    if (await provider.verify(req, secret, ctx)) return { valid: true, reasons }
+  }
+  return { valid: false, reasons }
+}
+
+/** One request: limit -> verify -> extract key and type -> store -> answer. */
+export async function ingest(
+  deps: IngestDeps,
+  provider: Provider,
+  secrets: readonly string[],
+  delivery: Delivery,
+): Promise<Answer> {
+  const { log, metrics } = deps
+  const outcome = (result: string) =>
+    metrics.count('webhooks_received_total', 'Deliveries received, by outcome', {
+      provider: provider.name,
+      outcome: result,
+    })
+  const receivedAt = new Date()
+
+  let body: Buffer
+  try {
+    body = await readBody(delivery, bodyLimit(deps.config, provider))
+  } catch (error) {
+    if (!(error instanceof BodyTooLarge)) throw error
+    outcome('too_large')
+    log.warn('rejected: body over the limit', {
+      provider: provider.name,
+      limit: bodyLimit(deps.config, provider),
+    })
+    return { status: 413, body: { error: 'payload too large' } }
+  }
+  const req = toRequest(delivery, body, deps.config, receivedAt)
+
+  const { valid, reasons } = await verifyWithAny(provider, req, secrets, deps)
+  if (!valid) {
+    const throttled = await deps.failedVerifications.recordFailure(delivery.address)
+    outcome(throttled ? 'throttled' : 'invalid_signature')
+    log.warn('rejected: invalid signature', { provider: provider.name, address: delivery.address, reasons })
+    return throttled
+      ? { status: 429, body: { error: 'too many failed verifications' } }
+      : { status: 401, body: { error: 'invalid signature' } }
+  }
+
+  let eventKey: string | undefined
+  let eventType: string | undefined
+  try {
+    const payload = provider.parse(req)
+    eventKey = provider.eventKey(req, payload)
+    eventType = provider.eventType(req, payload)
+  } catch (error) {
+    if (!(error instanceof MalformedWebhook)) throw error
+    outcome('malformed')
+    log.warn('rejected: malformed', { provider: provider.name, reason: error.message })
+    return { status: 400, body: { error: error.message } }
+  }
+  if (!eventKey || !eventType) {
+    outcome('malformed')
+    const missing = !eventKey ? 'event id' : 'event type'
+    log.warn('rejected: malformed', { provider: provider.name, reason: `no ${missing}` })
+    return { status: 400, body: { error: `${provider.name}: no ${missing} in the delivery` } }
+  }
+
+  const known = await deps.idempotency.lookup(provider.name, eventKey)
+  if (known) {
+    outcome('duplicate')
+    return { status: 200, body: { status: 'duplicate', id: known } }
+  }
+
+  let stored
+  try {
+    stored = await deps.intake.submit({
+      id: randomUUID(),
+      provider: provider.name,
+      eventKey,
+      eventType,
+      method: req.method,
+      path: req.pathAndQuery,
+      publicUrl: req.publicUrl,
+      headers: req.headers,
+      body,
+      receivedAt,
+    })
+  } catch (error) {
+    outcome('storage_unavailable')
+    log.error('storage unavailable: answered 503', { provider: provider.name, eventKey, error })
+    return { status: 503, body: { error: 'storage unavailable' } }
+  }
+  deps.idempotency.remember(provider.name, eventKey, stored.id)
+  if (stored.duplicate) {
+    outcome('duplicate')
+    return { status: 200, body: { status: 'duplicate', id: stored.id } }
+  }
+  outcome('accepted')
+  log.info('accepted', { provider: provider.name, id: stored.id, eventKey, eventType })
+  deps.onAccepted?.()
+  return { status: 200, body: { status: 'accepted', id: stored.id } }
+}

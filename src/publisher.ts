@@ -1,0 +1,171 @@
+import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
+import type { CloudEvent } from './events.ts'
+import type { Logger } from './log.ts'
+
+/** The broker is unreachable: nothing is wrong with the event, so no attempt is spent on it. */
+export class BrokerUnavailable extends Error {
+  override readonly name = 'BrokerUnavailable'
+}
+
+export interface PublisherOptions {
+  readonly url: string
+  readonly exchange: string
+  readonly unroutedMaxLength: number
+  readonly log: Logger
+  readonly minReconnectMs?: number
+  readonly maxReconnectMs?: number
+  readonly confirmTimeoutMs?: number
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * One connection and one confirm channel to RabbitMQ. It reconnects with backoff by itself and declares
+ * the topology on every connection: the durable topic exchange, and an alternate exchange whose bounded
+ * queue `<exchange>.unrouted` keeps whatever matches no binding.
+ */
+export class Publisher {
+  private connection: ChannelModel | undefined
+  private channel: ConfirmChannel | undefined
+  private connecting = false
+  private stopped = false
+  private waiters: (() => void)[] = []
+
+  constructor(private readonly options: PublisherOptions) {}
+
+  get connected(): boolean {
+    return this.channel !== undefined
+  }
+
+  /** Starts connecting in the background; resolves at the first connection (or when stopped). */
+  start(): Promise<void> {
+    void this.connectLoop()
+    return this.whenConnected()
+  }
+
+  whenConnected(): Promise<void> {
+    if (this.channel || this.stopped) return Promise.resolve()
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+
+  /** Publishes persistent messages and resolves when the broker has confirmed every one. */
+  async publish(events: readonly CloudEvent[]): Promise<void> {
+    const channel = this.channel
+    if (!channel) throw new BrokerUnavailable('rabbitmq: not connected')
+    const confirmTimeoutMs = this.options.confirmTimeoutMs ?? 10_000
+    await Promise.all(
+      events.map(
+        (event) =>
+          new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => {
+              reject(new BrokerUnavailable(`rabbitmq: no confirm within ${confirmTimeoutMs} ms`))
+              // A broker that stops confirming is as good as gone: start over on a new connection.
+              this.drop(channel)
+            }, confirmTimeoutMs)
+            const done = (error: unknown) => {
+              clearTimeout(timer)
+              if (!error) return resolve()
+              // A nack is the broker refusing this message; a closed channel is the broker going away.
+              const gone = this.channel !== channel || /closed/i.test(String((error as Error)?.message))
+              reject(
+                gone
+                  ? new BrokerUnavailable(`rabbitmq: ${(error as Error).message}`)
+                  : new Error(`rabbitmq: ${(error as Error).message}`),
+              )
+            }
+            try {
+              channel.publish(
+                this.options.exchange,
+                event.type,
+                Buffer.from(JSON.stringify(event)),
+                {
+                  persistent: true,
+                  messageId: event.id,
+                  contentType: 'application/cloudevents+json',
+                  timestamp: Math.floor(Date.parse(event.time) / 1000),
+                  type: event.type,
+                },
+                done,
+              )
+            } catch (error) {
+              done(new Error(`channel closed: ${(error as Error).message}`))
+            }
+          }),
+      ),
+    )
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    this.waiters.splice(0).forEach((resolve) => resolve())
+    const connection = this.connection
+    this.connection = undefined
+    this.channel = undefined
+    await connection?.close().catch(() => {})
+  }
+
+  private drop(channel: ConfirmChannel): void {
+    if (this.channel !== channel) return
+    const connection = this.connection
+    this.channel = undefined
+    this.connection = undefined
+    connection?.close().catch(() => {})
+    void this.connectLoop()
+  }
+
+  private async connectLoop(): Promise<void> {
+    if (this.connecting) return
+    this.connecting = true
+    const min = this.options.minReconnectMs ?? 100
+    const max = this.options.maxReconnectMs ?? 5000
+    try {
+      for (let attempt = 0; !this.stopped && !this.channel; attempt++) {
+        try {
+          await this.connectOnce()
+          if (attempt > 0) this.options.log.info('rabbitmq: connected again', { attempts: attempt + 1 })
+          this.waiters.splice(0).forEach((resolve) => resolve())
+        } catch (error) {
+          const delay = Math.min(max, min * 2 ** attempt)
+          this.options.log.warn('rabbitmq: connection failed, retrying', { error, retryInMs: delay })
+          await sleep(delay)
+        }
+      }
+    } finally {
+      this.connecting = false
+    }
+  }
+
+  private async connectOnce(): Promise<void> {
+    const { exchange, log } = this.options
+    const connection = await amqp.connect(this.options.url, { timeout: 5000 })
+    connection.on('error', (error: Error) => log.warn('rabbitmq: connection error', { error }))
+    connection.on('close', () => {
+      if (this.connection !== connection) return
+      this.connection = undefined
+      this.channel = undefined
+      if (!this.stopped) {
+        log.warn('rabbitmq: connection closed, reconnecting')
+        void this.connectLoop()
+      }
+    })
+    try {
+      const channel = await connection.createConfirmChannel()
+      channel.on('error', (error: Error) => log.warn('rabbitmq: channel error', { error }))
+      channel.on('close', () => this.drop(channel))
+      const unrouted = `${exchange}.unrouted`
+      await channel.assertExchange(unrouted, 'fanout', { durable: true })
+      await channel.assertQueue(unrouted, {
+        durable: true,
+        arguments: { 'x-max-length': this.options.unroutedMaxLength, 'x-overflow': 'drop-head' },
+      })
+      await channel.bindQueue(unrouted, unrouted, '')
+      await channel.assertExchange(exchange, 'topic', { durable: true, alternateExchange: unrouted })
+      if (this.stopped) throw new Error('stopped')
+      this.connection = connection
+      this.channel = channel
+    } catch (error) {
+      await connection.close().catch(() => {})
+      throw error
+    }
+  }
+}

@@ -1,0 +1,225 @@
+import postgres from 'postgres'
+
+export type Sql = postgres.Sql<{}>
+
+export function connectDatabase(url: string, max: number): Sql {
+  return postgres(url, {
+    max,
+    onnotice: () => {},
+    // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
+    connect_timeout: 5,
+    idle_timeout: 60,
+    connection: { application_name: 'webhook-gateway' },
+  })
+}
+
+export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
+
+/** A delivery ready to be stored. */
+export interface NewWebhook {
+  readonly id: string
+  readonly provider: string
+  readonly eventKey: string
+  readonly eventType: string
+  readonly method: string
+  readonly path: string
+  readonly publicUrl: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: Buffer
+  readonly receivedAt: Date
+}
+
+export interface StoredWebhook extends NewWebhook {
+  readonly status: WebhookStatus
+  readonly attempts: number
+  readonly nextAttemptAt: Date
+  readonly lastError: string | null
+  readonly publishedEventIds: readonly string[]
+  readonly publishedAt: Date | null
+}
+
+export interface InsertResult {
+  /** The row's id: the new one, or the first delivery's when this one is a duplicate. */
+  readonly id: string
+  readonly duplicate: boolean
+}
+
+const columns = `id, provider, event_key, event_type, method, path, public_url, headers, body, received_at,
+  status, attempts, next_attempt_at, last_error, published_event_ids, published_at`
+
+function toWebhook(row: postgres.Row): StoredWebhook {
+  return {
+    id: row.id,
+    provider: row.provider,
+    eventKey: row.event_key,
+    eventType: row.event_type,
+    method: row.method,
+    path: row.path,
+    publicUrl: row.public_url,
+    headers: row.headers,
+    body: row.body,
+    receivedAt: row.received_at,
+    status: row.status,
+    attempts: row.attempts,
+    nextAttemptAt: row.next_attempt_at,
+    lastError: row.last_error,
+    publishedEventIds: row.published_event_ids,
+    publishedAt: row.published_at,
+  }
+}
+
+const identity = (provider: string, eventKey: string) => `${provider}\u0000${eventKey}`
+
+export interface WebhookFilter {
+  readonly provider?: string | undefined
+  readonly status?: WebhookStatus | undefined
+  readonly type?: string | undefined
+  readonly since?: Date | undefined
+  readonly until?: Date | undefined
+  readonly limit?: number | undefined
+}
+
+/** The named queries. SQL stays SQL. */
+export function createStore(sql: Sql) {
+  const filterClause = (filter: WebhookFilter) => sql`
+    WHERE true
+    ${filter.provider ? sql`AND provider = ${filter.provider}` : sql``}
+    ${filter.status ? sql`AND status = ${filter.status}` : sql``}
+    ${filter.type ? sql`AND event_type = ${filter.type}` : sql``}
+    ${filter.since ? sql`AND received_at >= ${filter.since}` : sql``}
+    ${filter.until ? sql`AND received_at < ${filter.until}` : sql``}`
+
+  return {
+    sql,
+
+    /**
+     * Stores many deliveries with one multi-row INSERT (one commit for the group). Deliveries whose
+     * (provider, event key) is already stored, in the table or earlier in the same group, are duplicates
+     * and get the first delivery's id.
+     */
+    async insertWebhooks(webhooks: readonly NewWebhook[]): Promise<InsertResult[]> {
+      const firstInGroup = new Map<string, NewWebhook>()
+      for (const webhook of webhooks) {
+        const key = identity(webhook.provider, webhook.eventKey)
+        if (!firstInGroup.has(key)) firstInGroup.set(key, webhook)
+      }
+      const rows = [...firstInGroup.values()].map((webhook) => ({
+        id: webhook.id,
+        provider: webhook.provider,
+        event_key: webhook.eventKey,
+        event_type: webhook.eventType,
+        method: webhook.method,
+        path: webhook.path,
+        public_url: webhook.publicUrl,
+        headers: webhook.headers as postgres.JSONValue,
+        body: webhook.body,
+        received_at: webhook.receivedAt,
+      }))
+      const inserted = await sql`
+        INSERT INTO webhooks ${sql(rows)}
+        ON CONFLICT (provider, event_key) DO NOTHING
+        RETURNING id`
+      const insertedIds = new Set(inserted.map((row) => row.id as string))
+      const idByIdentity = new Map<string, string>()
+      const existing = rows.filter((row) => !insertedIds.has(row.id))
+      if (existing.length > 0) {
+        const found = await sql`
+          SELECT id, provider, event_key FROM webhooks
+          WHERE (provider, event_key) IN (
+            SELECT * FROM unnest(${existing.map((row) => row.provider)}::text[], ${existing.map((row) => row.event_key)}::text[])
+          )`
+        for (const row of found) idByIdentity.set(identity(row.provider, row.event_key), row.id)
+      }
+      return webhooks.map((webhook) => {
+        const first = firstInGroup.get(identity(webhook.provider, webhook.eventKey))!
+        if (first === webhook && insertedIds.has(webhook.id)) return { id: webhook.id, duplicate: false }
+        const id = insertedIds.has(first.id)
+          ? first.id
+          : idByIdentity.get(identity(webhook.provider, webhook.eventKey))
+        if (!id)
+          throw new Error(`store: ${webhook.provider} ${webhook.eventKey} conflicted but was not found`)
+        return { id, duplicate: true }
+      })
+    },
+
+    /**
+     * Claims due webhooks for this worker by pushing their next attempt past a lease; a worker that dies
+     * mid-publish leaves them to be claimed again when the lease runs out. SKIP LOCKED lets many workers,
+     * in many processes, claim side by side without waiting on each other.
+     */
+    async claimDue(limit: number, leaseSeconds: number): Promise<StoredWebhook[]> {
+      const rows = await sql`
+        UPDATE webhooks SET next_attempt_at = now() + make_interval(secs => ${leaseSeconds})
+        WHERE id IN (
+          SELECT id FROM webhooks
+          WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
+          ORDER BY next_attempt_at
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED
+        )
+        RETURNING ${sql.unsafe(columns)}`
+      return rows.map(toWebhook)
+    },
+
+    async markPublished(id: string, eventIds: readonly string[]): Promise<void> {
+      await sql`
+        UPDATE webhooks
+        SET status = 'published', published_at = now(), published_event_ids = ${eventIds as string[]},
+            attempts = attempts + 1, last_error = NULL
+        WHERE id = ${id}`
+    },
+
+    /** Records a failed attempt: retried after `retryInSeconds`, or dead when there is none left. */
+    async markFailed(id: string, error: string, retryInSeconds: number | undefined): Promise<void> {
+      await sql`
+        UPDATE webhooks
+        SET attempts = attempts + 1, last_error = ${error},
+            status = ${retryInSeconds === undefined ? 'dead' : 'retrying'},
+            next_attempt_at = now() + make_interval(secs => ${retryInSeconds ?? 0})
+        WHERE id = ${id}`
+    },
+
+    /** Gives a claimed webhook back untouched (the broker went away): no attempt is spent. */
+    async release(id: string): Promise<void> {
+      await sql`UPDATE webhooks SET next_attempt_at = now() WHERE id = ${id}`
+    },
+
+    async get(id: string): Promise<StoredWebhook | undefined> {
+      const [row] = await sql`SELECT ${sql.unsafe(columns)} FROM webhooks WHERE id = ${id}`
+      return row ? toWebhook(row) : undefined
+    },
+
+    async list(filter: WebhookFilter): Promise<StoredWebhook[]> {
+      const rows = await sql`
+        SELECT ${sql.unsafe(columns)} FROM webhooks ${filterClause(filter)}
+        ORDER BY received_at DESC LIMIT ${filter.limit ?? 100}`
+      return rows.map(toWebhook)
+    },
+
+    /** Queues webhooks to be published again (same event ids), with a fresh set of attempts. */
+    async replay(filter: WebhookFilter & { readonly id?: string }): Promise<number> {
+      const rows = await sql`
+        UPDATE webhooks SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+        ${filter.id ? sql`WHERE id = ${filter.id}` : filterClause(filter)}
+        RETURNING id`
+      if (rows.length > 0) await sql`SELECT pg_notify('webhooks_received', '')`
+      return rows.length
+    },
+
+    async countByStatus(): Promise<Record<string, number>> {
+      const rows = await sql`SELECT status, count(*)::int AS count FROM webhooks GROUP BY status`
+      return Object.fromEntries(rows.map((row) => [row.status, row.count]))
+    },
+
+    /** Calls `onReceived` whenever any process stores webhooks. */
+    async listen(onReceived: () => void): Promise<{ unlisten: () => Promise<void> }> {
+      return sql.listen('webhooks_received', onReceived)
+    },
+
+    async ping(): Promise<void> {
+      await sql`SELECT 1`
+    },
+  }
+}
+
+export type Store = ReturnType<typeof createStore>

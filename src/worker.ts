@@ -1,0 +1,142 @@
+import type { Providers } from '../providers/index.ts'
+import { eventsFor } from './events.ts'
+import type { Logger } from './log.ts'
+import type { Metrics } from './metrics.ts'
+import { BrokerUnavailable, type Publisher } from './publisher.ts'
+import type { Store, StoredWebhook } from './store.ts'
+
+export interface WorkerOptions {
+  /** How many webhooks one claim takes and publishes side by side. */
+  readonly concurrency: number
+  /** The safety-net poll, for notifications missed while disconnected and for retries coming due. */
+  readonly pollMs: number
+  readonly leaseSeconds: number
+  /** Delay before each retry; a failure after the last one makes the webhook dead. */
+  readonly retryDelaysSeconds: readonly number[]
+  readonly log: Logger
+  readonly metrics: Metrics
+}
+
+/** Claims stored webhooks, maps them, publishes them with confirms, and records the outcome. */
+export class Worker {
+  private running: Promise<void> | undefined
+  private again = false
+  private stopped = false
+  private poll: NodeJS.Timeout | undefined
+  private listener: { unlisten: () => Promise<void> } | undefined
+
+  constructor(
+    private readonly store: Pick<Store, 'claimDue' | 'markPublished' | 'markFailed' | 'release' | 'listen'>,
+    private readonly publisher: Pick<Publisher, 'connected' | 'whenConnected' | 'publish'>,
+    private readonly providers: Providers,
+    private readonly options: WorkerOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    this.poll = setInterval(() => this.wake(), this.options.pollMs)
+    try {
+      this.listener = await this.store.listen(() => this.wake())
+    } catch (error) {
+      this.options.log.warn('worker: LISTEN failed, relying on the poll', { error })
+    }
+    this.wake()
+  }
+
+  /** Asks for a pass over due webhooks; cheap to call often (the in-process hand-off after a commit). */
+  wake(): void {
+    if (this.stopped) return
+    if (this.running) {
+      this.again = true
+      return
+    }
+    this.running = this.drain().finally(() => {
+      this.running = undefined
+      if (this.again && !this.stopped) this.wake()
+    })
+  }
+
+  /** Stops claiming and waits for what is in flight to be published and recorded. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearInterval(this.poll)
+    await this.listener?.unlisten().catch(() => {})
+    await this.running
+  }
+
+  private async drain(): Promise<void> {
+    const { log, concurrency, leaseSeconds } = this.options
+    while (!this.stopped) {
+      this.again = false
+      if (!this.publisher.connected) {
+        // Wait for the broker rather than spend attempts on webhooks that cannot be published.
+        await Promise.race([
+          this.publisher.whenConnected(),
+          new Promise((resolve) => setTimeout(resolve, this.options.pollMs)),
+        ])
+        continue
+      }
+      let claimed: StoredWebhook[]
+      try {
+        claimed = await this.store.claimDue(concurrency, leaseSeconds)
+      } catch (error) {
+        log.warn('worker: cannot claim webhooks, postgres unavailable', { error })
+        return
+      }
+      if (claimed.length === 0) return
+      await Promise.all(claimed.map((webhook) => this.process(webhook)))
+    }
+  }
+
+  private async process(webhook: StoredWebhook): Promise<void> {
+    const { log, metrics, retryDelaysSeconds } = this.options
+    try {
+      const provider = this.providers[webhook.provider]
+      if (!provider) throw new Error(`no provider named ${webhook.provider}`)
+      const events = eventsFor(webhook, provider)
+      await this.publisher.publish(events)
+      await this.store.markPublished(
+        webhook.id,
+        events.map((event) => event.id),
+      )
+      metrics.count(
+        'events_published_total',
+        'Events published to RabbitMQ',
+        { provider: webhook.provider },
+        events.length,
+      )
+      log.debug('published', { id: webhook.id, events: events.map((event) => event.type) })
+    } catch (error) {
+      if (error instanceof BrokerUnavailable) {
+        log.warn('worker: broker unavailable, webhook waits', { id: webhook.id, error })
+        await this.store.release(webhook.id).catch(() => {})
+        return
+      }
+      const message = error instanceof Error ? error.message : String(error)
+      const retryInSeconds = retryDelaysSeconds[webhook.attempts]
+      metrics.count('webhook_failures_total', 'Failed publishing attempts', { provider: webhook.provider })
+      if (retryInSeconds === undefined) {
+        metrics.count('webhooks_dead_total', 'Webhooks that ran out of attempts', {
+          provider: webhook.provider,
+        })
+        log.error('worker: webhook is dead', {
+          id: webhook.id,
+          attempts: webhook.attempts + 1,
+          error: message,
+        })
+      } else {
+        log.warn('worker: attempt failed, will retry', {
+          id: webhook.id,
+          attempt: webhook.attempts + 1,
+          retryInSeconds,
+          error: message,
+        })
+      }
+      await this.store.markFailed(webhook.id, message, retryInSeconds).catch((storeError: unknown) => {
+        log.error('worker: could not record the failure; the lease will bring it back', {
+          id: webhook.id,
+          error: storeError,
+        })
+      })
+    }
+  }
+}
