@@ -1,0 +1,138 @@
+import { randomBytes } from 'node:crypto'
+import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
+import postgres from 'postgres'
+import { loadConfig, type Config, type Env } from '../../src/config.ts'
+import { startGateway, type Gateway } from '../../src/gateway.ts'
+import { createLogger, silentLogger } from '../../src/log.ts'
+import type { CloudEvent } from '../../src/events.ts'
+
+/** The real services the integration tests use; override with TEST_* variables. */
+export const services = {
+  postgres: process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+  redis: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
+  amqp: process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+}
+
+export const uniqueName = (prefix: string) => `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`
+
+/** A database of its own for one test file, dropped afterwards. */
+export async function createTestDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = uniqueName('gw_test')
+  const admin = postgres(services.postgres, { max: 1, onnotice: () => {} })
+  await admin`CREATE DATABASE ${admin(name)}`
+  await admin.end()
+  const url = new URL(services.postgres)
+  url.pathname = `/${name}`
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const admin = postgres(services.postgres, { max: 1, onnotice: () => {} })
+      await admin`DROP DATABASE IF EXISTS ${admin(name)} WITH (FORCE)`
+      await admin.end()
+    },
+  }
+}
+
+/** Configuration for a test gateway: isolated names, fast retries, the given overrides on top. */
+export function testEnv(databaseUrl: string, overrides: Env = {}): Env {
+  return {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: services.redis,
+    REDIS_PREFIX: `${uniqueName('test')}:`,
+    AMQP_URL: services.amqp,
+    AMQP_EXCHANGE: uniqueName('webhooks_test'),
+    LOG_LEVEL: 'silent',
+    WORKER_POLL_MS: '50',
+    RETRY_DELAYS_SECONDS: '0.2,0.4,0.6',
+    ...overrides,
+  }
+}
+
+export interface TestGateway {
+  readonly gateway: Gateway
+  readonly config: Config
+  readonly url: string
+  post(path: string, body: string | Buffer, headers?: Record<string, string>): Promise<Response>
+  stop(): Promise<void>
+}
+
+export async function startTestGateway(env: Env): Promise<TestGateway> {
+  const config = loadConfig(env as Record<string, string>)
+  const log = process.env.TEST_LOG ? createLogger('debug') : silentLogger
+  const gateway = await startGateway(config, { log })
+  const url = `http://127.0.0.1:${gateway.port}`
+  return {
+    gateway,
+    config,
+    url,
+    post: (path, body, headers = {}) => fetch(url + path, { method: 'POST', body, headers }),
+    stop: () => gateway.stop(),
+  }
+}
+
+export interface Received {
+  readonly routingKey: string
+  readonly event: CloudEvent
+  readonly properties: ConsumeMessage['properties']
+}
+
+/** A consumer bound to `#` on the gateway's exchange that keeps every message it sees. */
+export async function captureEvents(config: Config): Promise<{
+  readonly messages: Received[]
+  waitFor(predicate: (messages: Received[]) => boolean, timeoutMs?: number): Promise<Received[]>
+  close(): Promise<void>
+}> {
+  const connection: ChannelModel = await amqp.connect(config.amqpUrl)
+  const channel = await connection.createChannel()
+  const unrouted = `${config.exchange}.unrouted`
+  // Same declaration as the publisher's, so whichever comes first, both agree.
+  await channel.assertExchange(unrouted, 'fanout', { durable: true })
+  await channel.assertExchange(config.exchange, 'topic', { durable: true, alternateExchange: unrouted })
+  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
+  await channel.bindQueue(queue, config.exchange, '#')
+  const messages: Received[] = []
+  await channel.consume(
+    queue,
+    (message) => {
+      if (!message) return
+      messages.push({
+        routingKey: message.fields.routingKey,
+        event: JSON.parse(message.content.toString('utf8')),
+        properties: message.properties,
+      })
+    },
+    { noAck: true },
+  )
+  return {
+    messages,
+    waitFor: (predicate, timeoutMs = 10_000) => waitFor(() => (predicate(messages) ? messages : undefined), timeoutMs),
+    close: async () => {
+      await connection.close().catch(() => {})
+    },
+  }
+}
+
+/** Polls until `check` returns something other than undefined/false. */
+export async function waitFor<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`waitFor: condition not met within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}
+
+/** Deletes this gateway's Redis keys, as if Redis had been flushed, without touching other test files. */
+export async function flushRedisPrefix(gateway: Gateway, prefix: string): Promise<number> {
+  let deleted = 0
+  let cursor = '0'
+  do {
+    const [next, keys] = await gateway.redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    cursor = next
+    if (keys.length > 0) deleted += await gateway.redis.del(...keys)
+  } while (cursor !== '0')
+  return deleted
+}
