@@ -34,21 +34,27 @@ export class Intake {
     return new Promise((resolve) => (this.drained = resolve))
   }
 
+  /** A commit finished: the next group starts before this one's requests are answered. */
+  private settled(): void {
+    this.inFlight--
+    this.flush()
+    if (this.inFlight === 0 && this.waiting.length === 0) this.drained?.()
+  }
+
   private flush(): void {
     while (this.inFlight < this.options.maxInFlight && this.waiting.length > 0) {
       const group = this.waiting.splice(0, this.options.maxBatch)
       this.inFlight++
-      this.store
-        .insertWebhooks(group.map((entry) => entry.webhook))
-        .then(
-          (results) => group.forEach((entry, index) => entry.resolve(results[index]!)),
-          (error: unknown) => group.forEach((entry) => entry.reject(error)),
-        )
-        .finally(() => {
-          this.inFlight--
-          this.flush()
-          if (this.inFlight === 0 && this.waiting.length === 0) this.drained?.()
-        })
+      this.store.insertWebhooks(group.map((entry) => entry.webhook)).then(
+        (results) => {
+          this.settled()
+          group.forEach((entry, index) => entry.resolve(results[index]!))
+        },
+        (error: unknown) => {
+          this.settled()
+          group.forEach((entry) => entry.reject(error))
+        },
+      )
     }
   }
 }

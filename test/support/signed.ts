@@ -15,8 +15,19 @@ export function stripeDelivery(
   return { body: payload, headers: { 'content-type': 'application/json', 'stripe-signature': signature } }
 }
 
-export function stripeEvent(type: string, object: Record<string, unknown>, id = `evt_${Math.random().toString(36).slice(2)}`) {
-  return { id, object: 'event', api_version: '2025-03-31.basil', created: Math.floor(Date.now() / 1000), type, data: { object } }
+export function stripeEvent(
+  type: string,
+  object: Record<string, unknown>,
+  id = `evt_${Math.random().toString(36).slice(2)}`,
+) {
+  return {
+    id,
+    object: 'event',
+    api_version: '2025-03-31.basil',
+    created: Math.floor(Date.now() / 1000),
+    type,
+    data: { object },
+  }
 }
 
 /** A GitHub delivery signed with @octokit/webhooks-methods, as JSON or as the `payload=` form variant. */
@@ -39,8 +50,12 @@ export async function githubDelivery(
 
 /** The first example payload @octokit/webhooks-examples has for an event (and action). */
 export async function githubExample(event: string, action?: string): Promise<Record<string, any>> {
-  const { default: examples } = await import('@octokit/webhooks-examples/api.github.com/index.json', { with: { type: 'json' } })
-  const entry = (examples as { name: string; examples: Record<string, any>[] }[]).find((item) => item.name === event)
+  const { default: examples } = await import('@octokit/webhooks-examples/api.github.com/index.json', {
+    with: { type: 'json' },
+  })
+  const entry = (examples as { name: string; examples: Record<string, any>[] }[]).find(
+    (item) => item.name === event,
+  )
   const example = entry?.examples.find((item) => action === undefined || item.action === action)
   if (!example) throw new Error(`no example for ${event}${action ? `.${action}` : ''}`)
   return structuredClone(example)

@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest'
+import { Intake } from '../../src/intake.ts'
+import type { InsertResult, NewWebhook } from '../../src/store.ts'
+
+const webhook = (eventKey: string): NewWebhook => ({
+  id: `id-${eventKey}`,
+  provider: 'stripe',
+  eventKey,
+  eventType: 'payment_intent.succeeded',
+  method: 'POST',
+  path: '/webhooks/stripe',
+  publicUrl: 'http://localhost/webhooks/stripe',
+  headers: {},
+  body: Buffer.from('{}'),
+  receivedAt: new Date(),
+})
+
+/** A store stand-in whose commits finish only when the test says so. */
+function controlledStore() {
+  const groups: { webhooks: readonly NewWebhook[]; finish: (error?: Error) => void }[] = []
+  return {
+    groups,
+    insertWebhooks: (webhooks: readonly NewWebhook[]) =>
+      new Promise<InsertResult[]>((resolve, reject) => {
+        groups.push({
+          webhooks,
+          finish: (error) =>
+            error ? reject(error) : resolve(webhooks.map((w) => ({ id: w.id, duplicate: false }))),
+        })
+      }),
+  }
+}
+
+describe('Intake (group commit)', () => {
+  it('writes a lone request at once', async () => {
+    const store = controlledStore()
+    const intake = new Intake(store, { maxBatch: 100, maxInFlight: 1 })
+    const result = intake.submit(webhook('a'))
+    expect(store.groups).toHaveLength(1)
+    store.groups[0]!.finish()
+    expect(await result).toEqual({ id: 'id-a', duplicate: false })
+  })
+
+  it('groups requests that arrive while a commit is in flight into one insert', async () => {
+    const store = controlledStore()
+    const intake = new Intake(store, { maxBatch: 100, maxInFlight: 1 })
+    const first = intake.submit(webhook('a'))
+    const rest = ['b', 'c', 'd'].map((key) => intake.submit(webhook(key)))
+    expect(store.groups).toHaveLength(1)
+    store.groups[0]!.finish()
+    await first
+    expect(store.groups).toHaveLength(2)
+    expect(store.groups[1]!.webhooks.map((w) => w.eventKey)).toEqual(['b', 'c', 'd'])
+    store.groups[1]!.finish()
+    expect((await Promise.all(rest)).map((r) => r.id)).toEqual(['id-b', 'id-c', 'id-d'])
+  })
+
+  it('caps a group at maxBatch and runs up to maxInFlight groups at once', async () => {
+    const store = controlledStore()
+    const intake = new Intake(store, { maxBatch: 2, maxInFlight: 2 })
+    const all = ['a', 'b', 'c', 'd', 'e', 'f'].map((key) => intake.submit(webhook(key)))
+    expect(store.groups.map((g) => g.webhooks.length)).toEqual([1, 1])
+    store.groups[0]!.finish()
+    store.groups[1]!.finish()
+    await Promise.all(all.slice(0, 2))
+    expect(store.groups.map((g) => g.webhooks.length)).toEqual([1, 1, 2, 2])
+    store.groups[2]!.finish()
+    store.groups[3]!.finish()
+    await Promise.all(all)
+  })
+
+  it('fails every request of a group whose commit failed, and carries on with the next', async () => {
+    const store = controlledStore()
+    const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1 })
+    const first = intake.submit(webhook('a'))
+    const second = intake.submit(webhook('b'))
+    store.groups[0]!.finish(new Error('connection refused'))
+    await expect(first).rejects.toThrow('connection refused')
+    store.groups[1]!.finish()
+    expect(await second).toEqual({ id: 'id-b', duplicate: false })
+  })
+
+  it('reports idle only when nothing waits or is in flight', async () => {
+    const store = controlledStore()
+    const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1 })
+    void intake.submit(webhook('a'))
+    let idle = false
+    const waiting = intake.idle().then(() => (idle = true))
+    await Promise.resolve()
+    expect(idle).toBe(false)
+    store.groups[0]!.finish()
+    await waiting
+    expect(idle).toBe(true)
+  })
+})
