@@ -314,7 +314,7 @@ describe('the worker', () => {
 
 function apiOnly() {
   return {
-    ROLE: 'api',
+    ROLE: 'api' as const,
     AMQP_EXCHANGE: gw.config.exchange,
     STRIPE_WEBHOOK_SECRET: stripeSecret,
   }
