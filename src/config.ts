@@ -108,7 +108,8 @@ export interface Config {
 
 /** Reads configuration from an environment object (process.env in production, a literal in tests). */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const result = schema.safeParse(env)
+  // An empty variable means unset (compose passes `${VAR:-}` through as an empty string).
+  const result = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, value]) => value !== '')))
   if (!result.success) {
     const problems = result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`)
     throw new Error(`invalid configuration: ${problems.join('; ')}`)

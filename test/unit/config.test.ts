@@ -47,6 +47,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ PUBLIC_BASE_URL: 'hooks.example.com' })).toThrow(/PUBLIC_BASE_URL/)
   })
 
+  it('treats an empty variable as unset', () => {
+    const config = loadConfig({ PUBLIC_BASE_URL: '', STRIPE_WEBHOOK_SECRET: '', PORT: '' })
+    expect(config.publicBaseUrl).toBeUndefined()
+    expect(config.secrets.stripe).toEqual([])
+    expect(config.port).toBe(3000)
+  })
+
   it('returns a frozen object', () => {
     expect(Object.isFrozen(loadConfig({}))).toBe(true)
   })

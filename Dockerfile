@@ -1,0 +1,13 @@
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY tsconfig.json ./
+COPY src ./src
+COPY providers ./providers
+COPY migrations ./migrations
+USER node
+EXPOSE 3000
+# Run node directly (not npm) so SIGTERM reaches the gateway and it shuts down gracefully.
+CMD ["node", "--import", "tsx", "src/main.ts"]
