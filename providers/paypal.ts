@@ -2,7 +2,7 @@ import { verify as verifySignature } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 import { fromDecimal } from '../src/money.ts'
 import { parseJsonObject } from '../src/parse.ts'
-import { signingCertificate } from '../src/paypal-certs.ts'
+import { checkCertificateSetup, signingCertificate } from '../src/paypal-certs.ts'
 import { header, type Provider } from '../src/provider.ts'
 
 type PayPalResource = Record<string, any>
@@ -45,6 +45,8 @@ function captureMetadata(capture: PayPalResource): Record<string, string> {
 
 export const paypal: Provider<PayPalEvent> = {
   name: 'paypal',
+
+  checkSetup: (config) => checkCertificateSetup(config.paypal.certOrigins, config.paypal.caFile),
 
   // The secret is the webhook id from PayPal's dashboard: part of the message, not read from the request.
   async verify(req, webhookId, { config, now, reject }) {

@@ -37,6 +37,11 @@ export async function startGateway(
   const runsApi = config.role !== 'worker'
   const runsWorker = config.role !== 'api'
 
+  // A broken provider setup (an unreadable CA file, say) stops the start, not the first delivery.
+  for (const [name, provider] of Object.entries(providers)) {
+    if ((config.secrets[name] ?? []).length > 0) provider.checkSetup?.(config)
+  }
+
   if (await ensureDatabase(config.databaseUrl))
     log.info('created the database', { url: redactUrl(config.databaseUrl) })
   const sql = connectDatabase(config.databaseUrl, config.databasePoolSize)

@@ -16,7 +16,8 @@ export function parseJsonObject(body: Buffer | string, provider: string): Record
 
 /** Form fields as an object; a repeated key keeps every value, in order. */
 export function parseForm(body: Buffer | string): Record<string, string | string[]> {
-  const fields: Record<string, string | string[]> = {}
+  // No prototype: field names such as `__proto__` or `constructor` are plain keys, not inherited members.
+  const fields: Record<string, string | string[]> = Object.create(null)
   for (const [key, value] of new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))) {
     const existing = fields[key]
     fields[key] =

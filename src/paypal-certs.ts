@@ -36,6 +36,12 @@ export function clearCertificateCache(): void {
   rootsByFile.clear()
 }
 
+/** Reads PAYPAL_CA_FILE and parses PAYPAL_CERT_ORIGINS, throwing on a broken setup. */
+export function checkCertificateSetup(origins: readonly string[], caFile: string | undefined): void {
+  origins.forEach(originOf)
+  trustedRoots(caFile)
+}
+
 /**
  * The certificate that signs a PayPal delivery, from the attacker-controlled `paypal-cert-url`: downloaded
  * only from an allowed origin, chained to a trusted root, within its dates, naming PayPal's signing host.

@@ -37,6 +37,8 @@ export interface Provider<P = any> {
   readonly name: string
   /** Default body limit in bytes; the configuration may override it. */
   readonly maxBodyBytes?: number
+  /** Checks the provider's own setup when it is enabled, so a broken one fails at startup, not on a delivery. */
+  checkSetup?(config: Config): void
   verify(req: WebhookRequest, secret: string, ctx: VerifyContext): boolean | Promise<boolean>
   parse(req: WebhookRequest): P
   eventKey(req: WebhookRequest, payload: P): string | undefined

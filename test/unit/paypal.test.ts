@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { paypal } from '../../providers/paypal.ts'
-import type { Env } from '../../src/config.ts'
+import { loadConfig, type Env } from '../../src/config.ts'
 import { rawRoutingKey } from '../../src/events.ts'
 import { clearCertificateCache } from '../../src/paypal-certs.ts'
 import { internalEvents } from '../../src/registry.ts'
@@ -366,5 +366,14 @@ describe('paypal handlers', () => {
 
   it('publishes only the raw event for unmapped types', () => {
     expect(mapped(paypalEvent('CHECKOUT.ORDER.APPROVED', { id: 'O-1' }))).toEqual([])
+  })
+})
+
+describe('paypal.checkSetup', () => {
+  it('refuses at startup a PAYPAL_CA_FILE that cannot be read, or an origin that is not a URL', () => {
+    const check = (env: Record<string, string>) => () => paypal.checkSetup!(loadConfig(env))
+    expect(check({ PAYPAL_CA_FILE: '/nonexistent/ca.pem' })).toThrow(/cannot read PAYPAL_CA_FILE/)
+    expect(check({ PAYPAL_CERT_ORIGINS: 'api.paypal.com' })).toThrow(/PAYPAL_CERT_ORIGINS/)
+    expect(check({})).not.toThrow()
   })
 })

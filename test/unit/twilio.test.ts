@@ -280,3 +280,17 @@ describe('twilio handlers', () => {
     expect(mapped({ MessageSid: 'SM9', Body: 'hi' })).toEqual([])
   })
 })
+
+describe('twilio form fields', () => {
+  it('keeps field names such as __proto__ and constructor as plain fields', () => {
+    const fields = twilio.parse(
+      request('__proto__=x&constructor=y&MessageSid=SM1', {
+        'content-type': 'application/x-www-form-urlencoded',
+      }),
+    )
+    expect(Object.getPrototypeOf(fields)).toBeNull()
+    expect(fields['__proto__']).toBe('x')
+    expect(fields['constructor']).toBe('y')
+    expect(fields['MessageSid']).toBe('SM1')
+  })
+})
