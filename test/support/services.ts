@@ -5,6 +5,7 @@ import { loadConfig, type Config, type Env } from '../../src/config.ts'
 import { startGateway, type Gateway } from '../../src/gateway.ts'
 import { createLogger, silentLogger } from '../../src/log.ts'
 import type { CloudEvent } from '../../src/events.ts'
+import type { Providers } from '../../providers/index.ts'
 
 /** The real services the integration tests use; override with TEST_* variables. */
 export const services = {
@@ -13,7 +14,8 @@ export const services = {
   amqp: process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
 }
 
-export const uniqueName = (prefix: string) => `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`
+export const uniqueName = (prefix: string) =>
+  `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`
 
 /** A database of its own for one test file, dropped afterwards. */
 export async function createTestDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
@@ -58,10 +60,13 @@ export interface TestGateway {
   stop(): Promise<void>
 }
 
-export async function startTestGateway(env: Env): Promise<TestGateway> {
+export async function startTestGateway(
+  env: Env,
+  options: { readonly providers?: Providers } = {},
+): Promise<TestGateway> {
   const config = loadConfig(env as Record<string, string>)
   const log = process.env.TEST_LOG ? createLogger('debug') : silentLogger
-  const gateway = await startGateway(config, { log })
+  const gateway = await startGateway(config, { log, ...options })
   const url = `http://127.0.0.1:${gateway.port}`
   return {
     gateway,
@@ -107,7 +112,8 @@ export async function captureEvents(config: Config): Promise<{
   )
   return {
     messages,
-    waitFor: (predicate, timeoutMs = 10_000) => waitFor(() => (predicate(messages) ? messages : undefined), timeoutMs),
+    waitFor: (predicate, timeoutMs = 10_000) =>
+      waitFor(() => (predicate(messages) ? messages : undefined), timeoutMs),
     close: async () => {
       await connection.close().catch(() => {})
     },
@@ -115,7 +121,11 @@ export async function captureEvents(config: Config): Promise<{
 }
 
 /** Polls until `check` returns something other than undefined/false. */
-export async function waitFor<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+export async function waitFor<T>(
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()

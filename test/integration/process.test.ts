@@ -1,0 +1,88 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadConfig } from '../../src/config.ts'
+import { captureEvents, createTestDatabase, testEnv, waitFor } from '../support/services.ts'
+import { stripeDelivery, stripeEvent } from '../support/signed.ts'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const secret = 'whsec_process'
+let db: Awaited<ReturnType<typeof createTestDatabase>>
+
+beforeAll(async () => {
+  db = await createTestDatabase()
+})
+afterAll(async () => {
+  await db?.drop()
+})
+
+/** `npm start`'s command, as a child process with its own port. */
+function startProcess(env: Record<string, string>): {
+  child: ChildProcess
+  exited: Promise<number | null>
+  output: () => string
+} {
+  let output = ''
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  child.stdout!.on('data', (chunk) => (output += chunk))
+  child.stderr!.on('data', (chunk) => (output += chunk))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, exited, output: () => output }
+}
+
+describe('the gateway process', () => {
+  it('starts, accepts and publishes a signed delivery, and exits 0 soon after SIGTERM', async () => {
+    const port = String(20000 + Math.floor(Math.random() * 20000))
+    const env = {
+      ...(testEnv(db.url, { STRIPE_WEBHOOK_SECRET: secret, LOG_LEVEL: 'info' }) as Record<string, string>),
+      PORT: port,
+    }
+    const events = await captureEvents(loadConfig(env))
+    const gateway = startProcess(env)
+    try {
+      const base = `http://127.0.0.1:${port}`
+      await waitFor(
+        () =>
+          fetch(`${base}/health`).then(
+            (r) => r.ok,
+            () => false,
+          ),
+        20_000,
+        100,
+      )
+
+      const event = stripeEvent('payment_intent.succeeded', {
+        id: 'pi_process',
+        amount: 700,
+        amount_received: 700,
+        currency: 'eur',
+        customer: 'cus_1',
+        metadata: {},
+      })
+      const { body, headers } = stripeDelivery(event, { secret })
+      const response = await fetch(`${base}/webhooks/stripe`, { method: 'POST', body, headers })
+      const answer = (await response.json()) as { status: string; id: string }
+      expect(answer.status).toBe('accepted')
+      await events.waitFor((messages) => messages.filter((m) => m.event.webhookid === answer.id).length === 2)
+
+      const stoppedAt = Date.now()
+      gateway.child.kill('SIGTERM')
+      expect(await gateway.exited).toBe(0)
+      expect(Date.now() - stoppedAt).toBeLessThan(10_000)
+      expect(gateway.output()).toMatch(/"msg":"stopped"/)
+    } finally {
+      gateway.child.kill('SIGKILL')
+      await events.close()
+    }
+  })
+
+  it('refuses to start with a broken configuration, naming the variable', async () => {
+    const gateway = startProcess({ ...(testEnv(db.url) as Record<string, string>), ROLE: 'everything' })
+    expect(await gateway.exited).not.toBe(0)
+    expect(gateway.output()).toMatch(/ROLE/)
+  })
+})
