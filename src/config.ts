@@ -69,6 +69,7 @@ const schema = z.object({
   DATABASE_POOL_SIZE: int(10),
   INTAKE_MAX_BATCH: int(500),
   INTAKE_CONCURRENCY: int(2),
+  STORE_TIMEOUT_MS: int(4000),
 })
 
 export type Env = z.input<typeof schema>
@@ -104,6 +105,8 @@ export interface Config {
   readonly intakeMaxBatch: number
   /** Group commits in flight at once; requests arriving meanwhile join the next group. */
   readonly intakeConcurrency: number
+  /** How long a delivery waits for its commit before the answer is 503 (providers give up at 5-10 s). */
+  readonly storeTimeoutMs: number
 }
 
 /** Reads configuration from an environment object (process.env in production, a literal in tests). */
@@ -151,5 +154,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     idempotencyTtlSeconds: Math.max(1, e.IDEMPOTENCY_TTL_SECONDS),
     intakeMaxBatch: Math.max(1, e.INTAKE_MAX_BATCH),
     intakeConcurrency: Math.max(1, e.INTAKE_CONCURRENCY),
+    storeTimeoutMs: Math.max(1, e.STORE_TIMEOUT_MS),
   })
 }

@@ -1,5 +1,6 @@
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { serve, type ServerType } from '@hono/node-server'
+import { serve } from '@hono/node-server'
 import { Redis } from 'ioredis'
 import { providers as allProviders, type Providers } from '../providers/index.ts'
 import { createApp } from './app.ts'
@@ -89,7 +90,11 @@ export async function startGateway(
     : undefined
   await worker?.start()
 
-  const intake = new Intake(store, { maxBatch: config.intakeMaxBatch, maxInFlight: config.intakeConcurrency })
+  const intake = new Intake(store, {
+    maxBatch: config.intakeMaxBatch,
+    maxInFlight: config.intakeConcurrency,
+    timeoutMs: config.storeTimeoutMs,
+  })
   const app = createApp({
     config,
     providers,
@@ -118,11 +123,12 @@ export async function startGateway(
       }),
   })
 
-  let server: ServerType | undefined
+  let server: Server | undefined
   if (runsApi) {
-    server = await new Promise<ServerType>((resolve) => {
+    server = await new Promise<Server>((resolve) => {
+      // Plain HTTP/1.1: serve() builds a node:http Server unless told otherwise.
       const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>
-        resolve(started),
+        resolve(started as Server),
       )
     })
     log.info('listening', {
@@ -140,20 +146,20 @@ export async function startGateway(
     worker,
     redis,
     async stop() {
-      await new Promise<void>((resolve) => {
-        if (!server) return resolve()
-        server.close(() => resolve())
-        // Idle keep-alive sockets would hold close() open; in-flight requests still finish.
-        if ('closeIdleConnections' in server) server.closeIdleConnections()
-      })
-      await intake.idle()
-      await worker?.stop()
-      await publisher.stop()
+      // Budget (the contract allows 10 s): in-flight requests and publishes get up to 5 s, closing 2 s.
+      const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))
+      server?.closeIdleConnections()
+      await Promise.all([intake.idle(), worker?.stop(5000)])
+      // Answers to the last commits are being written; then cut keep-alive sockets a client holds open.
+      await Promise.race([closed, sleep(250)])
+      server?.closeAllConnections()
+      await Promise.all([closed, publisher.stop(1000), sql.end({ timeout: 2 })])
       redis.disconnect()
-      await sql.end({ timeout: 5 })
     },
   }
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function redactUrl(url: string): string {
   const parsed = new URL(url)

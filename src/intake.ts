@@ -4,11 +4,29 @@ interface Waiting {
   readonly webhook: NewWebhook
   readonly resolve: (result: InsertResult) => void
   readonly reject: (error: unknown) => void
+  expired: boolean
+}
+
+export interface IntakeOptions {
+  /** Most rows in one INSERT. */
+  readonly maxBatch: number
+  /** Commits in flight at once; requests arriving meanwhile join the next group. */
+  readonly maxInFlight: number
+  /** How long a request waits for its commit before it is answered "storage unavailable". */
+  readonly timeoutMs: number
+}
+
+export class StorageTimeout extends Error {
+  override readonly name = 'StorageTimeout'
 }
 
 /**
  * Group commit: requests that arrive while a commit is in flight wait and share the next one, a
  * single multi-row INSERT. A lone request is written at once, so batching costs no latency when idle.
+ *
+ * Every request is answered within `timeoutMs`, and a commit that takes longer gives up its slot, so a
+ * stalled database cannot hold requests past the providers' own timeouts. A commit that lands after its
+ * requests were told 503 is harmless: the providers' retries are answered `duplicate`.
  */
 export class Intake {
   private readonly waiting: Waiting[] = []
@@ -17,13 +35,29 @@ export class Intake {
 
   constructor(
     private readonly store: Pick<Store, 'insertWebhooks'>,
-    private readonly options: { readonly maxBatch: number; readonly maxInFlight: number },
+    private readonly options: IntakeOptions,
   ) {}
 
   /** Resolves once the webhook is committed (or found to be a duplicate); rejects if storage failed. */
   submit(webhook: NewWebhook): Promise<InsertResult> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ webhook, resolve, reject })
+      const entry: Waiting = {
+        webhook,
+        expired: false,
+        resolve: (result) => {
+          clearTimeout(timer)
+          resolve(result)
+        },
+        reject: (error) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      }
+      const timer = setTimeout(() => {
+        entry.expired = true
+        reject(new StorageTimeout(`storage: no commit within ${this.options.timeoutMs} ms`))
+      }, this.options.timeoutMs)
+      this.waiting.push(entry)
       this.flush()
     })
   }
@@ -34,7 +68,7 @@ export class Intake {
     return new Promise((resolve) => (this.drained = resolve))
   }
 
-  /** A commit finished: the next group starts before this one's requests are answered. */
+  /** A commit finished or gave up: the next group starts before this one's requests are answered. */
   private settled(): void {
     this.inFlight--
     this.flush()
@@ -43,17 +77,28 @@ export class Intake {
 
   private flush(): void {
     while (this.inFlight < this.options.maxInFlight && this.waiting.length > 0) {
-      const group = this.waiting.splice(0, this.options.maxBatch)
+      // Requests already answered 503 while they waited are not written.
+      const group = this.waiting.splice(0, this.options.maxBatch).filter((entry) => !entry.expired)
+      if (group.length === 0) continue
       this.inFlight++
+      let done = false
+      const finish = (outcome: () => void) => {
+        if (done) return
+        done = true
+        clearTimeout(slotTimer)
+        this.settled()
+        outcome()
+      }
+      const slotTimer = setTimeout(
+        () =>
+          finish(() =>
+            group.forEach((entry) => entry.reject(new StorageTimeout('storage: commit timed out'))),
+          ),
+        this.options.timeoutMs,
+      )
       this.store.insertWebhooks(group.map((entry) => entry.webhook)).then(
-        (results) => {
-          this.settled()
-          group.forEach((entry, index) => entry.resolve(results[index]!))
-        },
-        (error: unknown) => {
-          this.settled()
-          group.forEach((entry) => entry.reject(error))
-        },
+        (results) => finish(() => group.forEach((entry, index) => entry.resolve(results[index]!))),
+        (error: unknown) => finish(() => group.forEach((entry) => entry.reject(error))),
       )
     }
   }

@@ -29,7 +29,8 @@ export class Publisher {
   private channel: ConfirmChannel | undefined
   private connecting = false
   private stopped = false
-  private waiters: (() => void)[] = []
+  /** One promise per disconnected spell, shared by every caller of whenConnected (no list that grows). */
+  private connectedSignal: { promise: Promise<void>; resolve: () => void } | undefined
 
   constructor(private readonly options: PublisherOptions) {}
 
@@ -45,7 +46,17 @@ export class Publisher {
 
   whenConnected(): Promise<void> {
     if (this.channel || this.stopped) return Promise.resolve()
-    return new Promise((resolve) => this.waiters.push(resolve))
+    if (!this.connectedSignal) {
+      let resolve!: () => void
+      const promise = new Promise<void>((done) => (resolve = done))
+      this.connectedSignal = { promise, resolve }
+    }
+    return this.connectedSignal.promise
+  }
+
+  private signalConnected(): void {
+    this.connectedSignal?.resolve()
+    this.connectedSignal = undefined
   }
 
   /** Publishes persistent messages and resolves when the broker has confirmed every one. */
@@ -95,13 +106,23 @@ export class Publisher {
     )
   }
 
-  async stop(): Promise<void> {
+  /** Closes the connection; a broker that does not answer the close within `graceMs` has its socket cut. */
+  async stop(graceMs = 1000): Promise<void> {
     this.stopped = true
-    this.waiters.splice(0).forEach((resolve) => resolve())
+    this.signalConnected()
     const connection = this.connection
     this.connection = undefined
     this.channel = undefined
-    await connection?.close().catch(() => {})
+    if (!connection) return
+    const closed = await Promise.race([
+      connection.close().then(
+        () => true,
+        () => true,
+      ),
+      sleep(graceMs).then(() => false),
+    ])
+    // amqplib waits for the broker's Close-Ok without a limit; a stalled broker would hold shutdown.
+    if (!closed) (connection.connection as { stream?: { destroy(): void } }).stream?.destroy()
   }
 
   private drop(channel: ConfirmChannel): void {
@@ -123,7 +144,7 @@ export class Publisher {
         try {
           await this.connectOnce()
           if (attempt > 0) this.options.log.info('rabbitmq: connected again', { attempts: attempt + 1 })
-          this.waiters.splice(0).forEach((resolve) => resolve())
+          this.signalConnected()
         } catch (error) {
           const delay = Math.min(max, min * 2 ** attempt)
           this.options.log.warn('rabbitmq: connection failed, retrying', { error, retryInMs: delay })

@@ -55,12 +55,16 @@ export class Worker {
     })
   }
 
-  /** Stops claiming and waits for what is in flight to be published and recorded. */
-  async stop(): Promise<void> {
+  /**
+   * Stops claiming and waits up to `graceMs` for what is in flight to be published and recorded. What is
+   * still in flight then (a stalled database or broker) stays claimed until its lease runs out, and is
+   * published by whichever worker claims it next.
+   */
+  async stop(graceMs = 5000): Promise<void> {
     this.stopped = true
     clearInterval(this.poll)
-    await this.listener?.unlisten().catch(() => {})
-    await this.running
+    const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
+    await Promise.race([Promise.all([this.listener?.unlisten().catch(() => {}), this.running]), deadline])
   }
 
   private async drain(): Promise<void> {

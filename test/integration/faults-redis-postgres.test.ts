@@ -270,8 +270,8 @@ describe('Postgres stalled', () => {
   const within = <T>(promise: Promise<T>, ms: number) =>
     Promise.race([promise, sleep(ms).then(() => 'no answer' as const)])
 
-  // BUG: src/store.ts connectDatabase sets no query timeout; src/ingest.ts awaits intake.submit unbounded.
-  it.fails('answers 503 within 10 s (GitHub gives up at 10 s) when Postgres stops answering', async () => {
+  // Intake bounds every commit (STORE_TIMEOUT_MS), so a stalled database is answered 503, not a hang.
+  it('answers 503 within 10 s (GitHub gives up at 10 s) when Postgres stops answering', async () => {
     const { proxy, gateway } = await stalledGateway()
     const delivery = stripeDelivery(paymentSucceeded(), { secret })
     const answer = post(gateway, delivery)
@@ -287,8 +287,8 @@ describe('Postgres stalled', () => {
     }
   })
 
-  // BUG: src/gateway.ts stop() awaits worker.stop(), which awaits a claimDue that never returns.
-  it.fails('stops within 10 s when Postgres stops answering', async () => {
+  // stop() waits for the worker only so long; claimed rows come back when their lease runs out.
+  it('stops within 10 s when Postgres stops answering', async () => {
     const { proxy, gateway } = await stalledGateway()
     const stopping = gateway.stop()
     try {

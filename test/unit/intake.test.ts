@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest'
-import { Intake } from '../../src/intake.ts'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { Intake, StorageTimeout } from '../../src/intake.ts'
 import type { InsertResult, NewWebhook } from '../../src/store.ts'
 
 const webhook = (eventKey: string): NewWebhook => ({
@@ -34,7 +34,7 @@ function controlledStore() {
 describe('Intake (group commit)', () => {
   it('writes a lone request at once', async () => {
     const store = controlledStore()
-    const intake = new Intake(store, { maxBatch: 100, maxInFlight: 1 })
+    const intake = new Intake(store, { maxBatch: 100, maxInFlight: 1, timeoutMs: 10_000 })
     const result = intake.submit(webhook('a'))
     expect(store.groups).toHaveLength(1)
     store.groups[0]!.finish()
@@ -43,7 +43,7 @@ describe('Intake (group commit)', () => {
 
   it('groups requests that arrive while a commit is in flight into one insert', async () => {
     const store = controlledStore()
-    const intake = new Intake(store, { maxBatch: 100, maxInFlight: 1 })
+    const intake = new Intake(store, { maxBatch: 100, maxInFlight: 1, timeoutMs: 10_000 })
     const first = intake.submit(webhook('a'))
     const rest = ['b', 'c', 'd'].map((key) => intake.submit(webhook(key)))
     expect(store.groups).toHaveLength(1)
@@ -57,7 +57,7 @@ describe('Intake (group commit)', () => {
 
   it('caps a group at maxBatch and runs up to maxInFlight groups at once', async () => {
     const store = controlledStore()
-    const intake = new Intake(store, { maxBatch: 2, maxInFlight: 2 })
+    const intake = new Intake(store, { maxBatch: 2, maxInFlight: 2, timeoutMs: 10_000 })
     const all = ['a', 'b', 'c', 'd', 'e', 'f'].map((key) => intake.submit(webhook(key)))
     expect(store.groups.map((g) => g.webhooks.length)).toEqual([1, 1])
     store.groups[0]!.finish()
@@ -71,7 +71,7 @@ describe('Intake (group commit)', () => {
 
   it('fails every request of a group whose commit failed, and carries on with the next', async () => {
     const store = controlledStore()
-    const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1 })
+    const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1, timeoutMs: 10_000 })
     const first = intake.submit(webhook('a'))
     const second = intake.submit(webhook('b'))
     store.groups[0]!.finish(new Error('connection refused'))
@@ -82,7 +82,7 @@ describe('Intake (group commit)', () => {
 
   it('reports idle only when nothing waits or is in flight', async () => {
     const store = controlledStore()
-    const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1 })
+    const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1, timeoutMs: 10_000 })
     void intake.submit(webhook('a'))
     let idle = false
     const waiting = intake.idle().then(() => (idle = true))
@@ -91,5 +91,35 @@ describe('Intake (group commit)', () => {
     store.groups[0]!.finish()
     await waiting
     expect(idle).toBe(true)
+  })
+
+  describe('with a stalled database', () => {
+    afterEach(() => {
+      vi.useRealTimers()
+    })
+
+    it('answers every request within the timeout and frees the slot for the next group', async () => {
+      vi.useFakeTimers()
+      const store = controlledStore()
+      const intake = new Intake(store, { maxBatch: 10, maxInFlight: 1, timeoutMs: 4000 })
+      const stuck = intake.submit(webhook('a'))
+      const queued = intake.submit(webhook('b'))
+      const outcome = Promise.allSettled([stuck, queued])
+      await vi.advanceTimersByTimeAsync(4000)
+      const [first, second] = await outcome
+      expect(first).toMatchObject({ status: 'rejected', reason: expect.any(StorageTimeout) })
+      expect(second).toMatchObject({ status: 'rejected', reason: expect.any(StorageTimeout) })
+      // The stalled group gave its slot up: later groups are written and answered.
+      store.groups.slice(1).forEach((group) => group.finish())
+      const next = intake.submit(webhook('c'))
+      await vi.advanceTimersByTimeAsync(0)
+      const written = store.groups.at(-1)!
+      expect(written.webhooks.map((w) => w.eventKey)).toEqual(['c'])
+      written.finish()
+      expect(await next).toEqual({ id: 'id-c', duplicate: false })
+      // The stalled commit landing late changes nothing for requests already answered.
+      store.groups[0]!.finish()
+      await intake.idle()
+    })
   })
 })
