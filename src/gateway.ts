@@ -53,6 +53,8 @@ export async function startGateway(
   const redis = new Redis(config.redisUrl, {
     // Fail fast instead of queueing: Redis is only a fast path, Postgres answers when it is gone.
     enableOfflineQueue: false,
+    // Concurrent requests' lookups and writes share one round trip.
+    enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
     commandTimeout: 500,

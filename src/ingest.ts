@@ -18,12 +18,16 @@ export interface IngestDeps {
   readonly onAccepted?: (() => void) | undefined
 }
 
+/** One HTTP request as the server received it, before anything is read from its body. */
 export interface Delivery {
   readonly method: string
-  /** The URL as the server saw it. */
-  readonly url: string
-  readonly headers: Headers
-  readonly body: ReadableStream<Uint8Array> | null
+  /** Path and query exactly as received. */
+  readonly pathAndQuery: string
+  /** Scheme and host as the server saw them; the public URL when PUBLIC_BASE_URL is unset. */
+  readonly origin: string
+  /** Header names lower-cased, repeated headers joined with `, `. */
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: AsyncIterable<Uint8Array> | null
   /** The client's address, for the failed-verification limit. */
   readonly address: string
 }
@@ -39,21 +43,16 @@ class BodyTooLarge extends Error {}
 
 /** Reads the body as bytes, refusing more than `limit` whether or not Content-Length tells the truth. */
 async function readBody(delivery: Delivery, limit: number): Promise<Buffer> {
-  const declared = Number(delivery.headers.get('content-length') ?? NaN)
+  const declared = Number(delivery.headers['content-length'] ?? NaN)
   if (declared > limit) throw new BodyTooLarge()
   if (!delivery.body) return Buffer.alloc(0)
   const chunks: Uint8Array[] = []
   let size = 0
-  const reader = delivery.body.getReader()
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    size += value.byteLength
-    if (size > limit) {
-      await reader.cancel().catch(() => {})
-      throw new BodyTooLarge()
-    }
-    chunks.push(value)
+  // Leaving the loop early (the throw) ends the stream: nothing more is buffered.
+  for await (const chunk of delivery.body) {
+    size += chunk.byteLength
+    if (size > limit) throw new BodyTooLarge()
+    chunks.push(chunk)
   }
   return Buffer.concat(chunks, size)
 }
@@ -63,14 +62,12 @@ export function bodyLimit(config: Config, provider: Provider): number {
 }
 
 function toRequest(delivery: Delivery, body: Buffer, config: Config, receivedAt: Date): WebhookRequest {
-  const url = new URL(delivery.url)
-  const pathAndQuery = url.pathname + url.search
   return {
     method: delivery.method,
-    pathAndQuery,
+    pathAndQuery: delivery.pathAndQuery,
     // Twilio signs the public URL, not the one a proxy handed us.
-    publicUrl: config.publicBaseUrl ? config.publicBaseUrl + pathAndQuery : url.toString(),
-    headers: Object.fromEntries(delivery.headers),
+    publicUrl: (config.publicBaseUrl ?? delivery.origin) + delivery.pathAndQuery,
+    headers: delivery.headers,
     body,
     receivedAt,
   }

@@ -161,12 +161,18 @@ export function createStore(sql: Sql) {
       return rows.map(toWebhook)
     },
 
-    async markPublished(id: string, eventIds: readonly string[]): Promise<void> {
+    /** Marks a batch of webhooks published, with the ids of the events each one produced, in one statement. */
+    async markPublished(
+      published: readonly { readonly id: string; readonly eventIds: readonly string[] }[],
+    ): Promise<void> {
+      if (published.length === 0) return
       await sql`
-        UPDATE webhooks
-        SET status = 'published', published_at = now(), published_event_ids = ${eventIds as string[]},
-            attempts = attempts + 1, last_error = NULL
-        WHERE id = ${id}`
+        UPDATE webhooks AS w
+        SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
+            published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids))
+        FROM jsonb_to_recordset(${sql.json(published.map((p) => ({ id: p.id, event_ids: p.eventIds })) as postgres.JSONValue)})
+          AS p(id uuid, event_ids jsonb)
+        WHERE w.id = p.id`
     },
 
     /** Records a failed attempt: retried after `retryInSeconds`, or dead when there is none left. */

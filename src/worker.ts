@@ -87,21 +87,23 @@ export class Worker {
         return
       }
       if (claimed.length === 0) return
-      await Promise.all(claimed.map((webhook) => this.process(webhook)))
+      const results = await Promise.all(claimed.map((webhook) => this.publish(webhook)))
+      const published = results.filter((result) => result !== undefined)
+      // One statement for the batch; should it fail, the leases bring these back and the same ids go out again.
+      await this.store.markPublished(published).catch((error: unknown) => {
+        log.error('worker: could not record published webhooks; they will be published again', { error })
+      })
     }
   }
 
-  private async process(webhook: StoredWebhook): Promise<void> {
+  /** Publishes one webhook's events; undefined when it failed (the failure is then already recorded). */
+  private async publish(webhook: StoredWebhook): Promise<{ id: string; eventIds: string[] } | undefined> {
     const { log, metrics, retryDelaysSeconds } = this.options
     try {
       const provider = this.providers[webhook.provider]
       if (!provider) throw new Error(`no provider named ${webhook.provider}`)
       const events = eventsFor(webhook, provider)
       await this.publisher.publish(events)
-      await this.store.markPublished(
-        webhook.id,
-        events.map((event) => event.id),
-      )
       metrics.count(
         'events_published_total',
         'Events published to RabbitMQ',
@@ -109,11 +111,12 @@ export class Worker {
         events.length,
       )
       log.debug('published', { id: webhook.id, events: events.map((event) => event.type) })
+      return { id: webhook.id, eventIds: events.map((event) => event.id) }
     } catch (error) {
       if (error instanceof BrokerUnavailable) {
         log.warn('worker: broker unavailable, webhook waits', { id: webhook.id, error })
         await this.store.release(webhook.id).catch(() => {})
-        return
+        return undefined
       }
       const message = error instanceof Error ? error.message : String(error)
       const retryInSeconds = retryDelaysSeconds[webhook.attempts]
@@ -140,6 +143,7 @@ export class Worker {
           id: webhook.id,
           error: storeError,
         })
+        return undefined
       })
     }
   }

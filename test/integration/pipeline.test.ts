@@ -69,7 +69,7 @@ describe('a verified Stripe delivery', () => {
     const answer = await json(response)
     expect(answer).toEqual({ status: 'accepted', id: expect.stringMatching(/^[0-9a-f-]{36}$/) })
 
-    const received = await events.waitFor(() => eventsOf(answer.id).length >= 2, 2000)
+    const received = await events.waitFor(() => eventsOf(answer.id).length >= 2, 5000)
     const mine = received.filter((m) => m.event.webhookid === answer.id)
     expect(mine.map((m) => m.routingKey).sort()).toEqual([
       'payment.completed',
@@ -114,7 +114,11 @@ describe('a verified Stripe delivery', () => {
     })
     expect(internal.properties.messageId).toBe(internal.event.id)
 
-    const stored = await gw.gateway.store.get(answer.id)
+    // The row is marked published after the broker confirms, a moment after the consumer may see the events.
+    const stored = await waitFor(async () => {
+      const row = await gw.gateway.store.get(answer.id)
+      return row?.status === 'published' ? row : undefined
+    })
     expect(stored).toMatchObject({ status: 'published', attempts: 1, provider: 'stripe', eventKey: event.id })
     expect(stored!.publishedEventIds).toEqual(
       mine.map((m) => m.event.id).sort((a, b) => (a === raw.event.id ? -1 : b === raw.event.id ? 1 : 0)),
@@ -305,7 +309,7 @@ describe('the worker', () => {
       const { body, headers } = stripeDelivery(event, { secret: stripeSecret })
       const { id } = await json(await api.post('/webhooks/stripe', body, headers))
       // This file's gateway polls once a minute; only the notification can wake it this fast.
-      await events.waitFor(() => eventsOf(id).length >= 2, 2000)
+      await events.waitFor(() => eventsOf(id).length >= 2, 5000)
     } finally {
       await api.stop()
     }
