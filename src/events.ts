@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Provider, WebhookRequest } from './provider.ts'
+import { jsonSourceOf } from './parse.ts'
 import { internalEvents } from './registry.ts'
 import type { StoredWebhook } from './store.ts'
 
@@ -44,6 +45,18 @@ export function requestOf(webhook: StoredWebhook): WebhookRequest {
   }
 }
 
+/** Raw events whose data is published as the provider's own JSON text rather than re-serialized. */
+const verbatimData = new WeakMap<CloudEvent, string>()
+
+/** The message body: the CloudEvent as JSON, a raw event's data exactly as the provider sent it. */
+export function serializeEvent(event: CloudEvent): Buffer {
+  const text = verbatimData.get(event)
+  if (text === undefined) return Buffer.from(JSON.stringify(event))
+  const { data: _data, ...envelope } = event
+  const head = JSON.stringify(envelope)
+  return Buffer.from(`${head.slice(0, -1)},"data":${text}}`)
+}
+
 /** The raw event and the internal events of one stored webhook, in publishing order. */
 export function eventsFor(webhook: StoredWebhook, provider: Provider): CloudEvent[] {
   const req = requestOf(webhook)
@@ -61,6 +74,8 @@ export function eventsFor(webhook: StoredWebhook, provider: Provider): CloudEven
     webhookid: webhook.id,
   })
   const raw = envelope(rawRoutingKey(webhook.provider, webhook.eventType), 'raw', payload)
+  const text = jsonSourceOf(payload)
+  if (text !== undefined) verbatimData.set(raw, text.trim())
   const mapped = internalEvents(provider, webhook.eventType, payload, req).map((event, index) =>
     envelope(event.type, `internal:${index}:${event.type}`, event.data),
   )

@@ -1,16 +1,27 @@
 import { MalformedWebhook } from './provider.ts'
 
+/**
+ * The JSON text each parsed object came from. Raw events carry it verbatim: a parse turns integers beyond
+ * 2^53 (Shopify's ids, say) into different numbers, and consumers must see what the provider sent.
+ */
+const sourceText = new WeakMap<object, string>()
+
+export const jsonSourceOf = (value: unknown): string | undefined =>
+  typeof value === 'object' && value !== null ? sourceText.get(value) : undefined
+
 /** Parses a verified body that must be one JSON object. */
 export function parseJsonObject(body: Buffer | string, provider: string): Record<string, unknown> {
   let value: unknown
+  const text = typeof body === 'string' ? body : body.toString('utf8')
   try {
-    value = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'))
+    value = JSON.parse(text)
   } catch (error) {
     throw new MalformedWebhook(`${provider}: body is not valid JSON (${(error as Error).message})`)
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new MalformedWebhook(`${provider}: body is not a JSON object`)
   }
+  sourceText.set(value, text)
   return value as Record<string, unknown>
 }
 

@@ -1,5 +1,5 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
-import type { CloudEvent } from './events.ts'
+import { serializeEvent, type CloudEvent } from './events.ts'
 import type { Logger } from './log.ts'
 
 /** The broker is unreachable: nothing is wrong with the event, so no attempt is spent on it. */
@@ -88,7 +88,7 @@ export class Publisher {
               channel.publish(
                 this.options.exchange,
                 event.type,
-                Buffer.from(JSON.stringify(event)),
+                serializeEvent(event),
                 {
                   persistent: true,
                   messageId: event.id,
