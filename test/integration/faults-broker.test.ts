@@ -1,61 +1,32 @@
-import amqp from 'amqplib'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { GetMessage } from 'amqplib'
+import { describe, expect, it } from 'vitest'
 import { eventId } from '../../src/events.ts'
 import { hostAndPort, startProxy } from '../support/proxy.ts'
 import {
-  captureEvents,
-  createTestDatabase,
+  postStripe,
   services,
-  startTestGateway,
-  testEnv,
+  useTestDatabase,
   waitFor,
+  withChannel,
+  type StripeAnswer,
   type TestGateway,
 } from '../support/services.ts'
-import { stripeDelivery, stripeEvent } from '../support/signed.ts'
+import { paymentIntentSucceeded } from '../support/signed.ts'
 
 const secret = 'whsec_faults_broker'
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-let database: Awaited<ReturnType<typeof createTestDatabase>>
-const cleanups: (() => Promise<unknown>)[] = []
-
-beforeAll(async () => {
-  database = await createTestDatabase()
-})
 
 // Each test stops its gateways before the next starts: they share the database, and a leftover worker
 // would claim the next test's webhooks.
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
-})
+const database = useTestDatabase()
 
-afterAll(async () => {
-  await database?.drop()
-})
-
-function paymentSucceeded(n: number) {
-  return stripeEvent('payment_intent.succeeded', {
-    id: `pi_${n}_${Math.random().toString(36).slice(2)}`,
-    object: 'payment_intent',
-    amount: 1000 + n,
-    amount_received: 1000 + n,
-    currency: 'usd',
-    customer: 'cus_faults',
-    metadata: {},
-  })
-}
+const paymentSucceeded = (n: number) => paymentIntentSucceeded({ amount: 1000 + n, customer: 'cus_faults' })
 
 /** The ids the gateway must publish for one payment_intent.succeeded: the raw event and payment.completed. */
 const expectedIds = (event: { id: string }) => [
   eventId('stripe', event.id, 'raw'),
   eventId('stripe', event.id, 'internal:0:payment.completed'),
 ]
-
-async function send(gateway: TestGateway, event: Record<string, unknown>) {
-  const delivery = stripeDelivery(event, { secret })
-  const response = await gateway.post('/webhooks/stripe', delivery.body, delivery.headers)
-  return { status: response.status, body: (await response.json()) as { status?: string; id?: string } }
-}
 
 async function health(gateway: TestGateway) {
   const response = await fetch(`${gateway.url}/health`)
@@ -70,38 +41,17 @@ async function rows(gateway: TestGateway, ids: readonly string[]) {
 /** A gateway whose RabbitMQ connection goes through a proxy the test controls. */
 async function gatewayBehindBrokerProxy(options: { paused: boolean }) {
   const proxy = await startProxy(...hostAndPort(services.amqp, 5672))
-  cleanups.push(() => proxy.close())
+  database.defer(() => proxy.close())
   if (options.paused) proxy.pause()
-  const gateway = await startTestGateway(
-    testEnv(database.url, { STRIPE_WEBHOOK_SECRET: secret, AMQP_URL: proxy.url(services.amqp) }),
-  )
-  cleanups.push(() => deleteTopology(gateway.config.exchange))
-  cleanups.push(() => gateway.stop())
+  const gateway = await database.startGateway({
+    STRIPE_WEBHOOK_SECRET: secret,
+    AMQP_URL: proxy.url(services.amqp),
+  })
   // These tests are about the broker: Redis must be up before health is asserted.
   await waitFor(() => gateway.gateway.redis.status === 'ready')
   // The test's own consumer talks to RabbitMQ directly: only the gateway suffers the outage.
   const direct = { ...gateway.config, amqpUrl: services.amqp }
   return { proxy, gateway, direct }
-}
-
-async function withChannel<T>(use: (channel: amqp.Channel) => Promise<T>): Promise<T> {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    const channel = await connection.createChannel()
-    // A failed check closes the channel with an error; the rejection of `use` reports it.
-    channel.on('error', () => {})
-    return await use(channel)
-  } finally {
-    await connection.close().catch(() => {})
-  }
-}
-
-async function deleteTopology(exchange: string) {
-  await withChannel(async (channel) => {
-    await channel.deleteExchange(exchange)
-    await channel.deleteQueue(`${exchange}.unrouted`)
-    await channel.deleteExchange(`${exchange}.unrouted`)
-  })
 }
 
 const exchangeExists = (name: string) =>
@@ -117,8 +67,7 @@ function duplicatesById(ids: readonly string[]): number {
 describe('RabbitMQ outages', () => {
   it('publishes every webhook at least once when the AMQP connection is cut mid-stream, spending no attempt', async () => {
     const { proxy, gateway, direct } = await gatewayBehindBrokerProxy({ paused: false })
-    const capture = await captureEvents(direct)
-    cleanups.push(() => capture.close())
+    const capture = await database.captureEvents(direct)
     await waitFor(() => gateway.gateway.publisher.connected)
 
     // Cut the connection right after the gateway sends something (a publish), up to three times in the
@@ -136,9 +85,9 @@ describe('RabbitMQ outages', () => {
     })()
 
     const events = Array.from({ length: 50 }, (_, n) => paymentSucceeded(n))
-    const answers: Promise<Awaited<ReturnType<typeof send>>>[] = []
+    const answers: Promise<StripeAnswer>[] = []
     for (const [index, event] of events.entries()) {
-      answers.push(send(gateway, event))
+      answers.push(postStripe(gateway, event, secret))
       // And one plain blip, wherever the publisher happens to be.
       if (index === 25 && proxy.open > 0) {
         proxy.dropConnections()
@@ -182,11 +131,10 @@ describe('RabbitMQ outages', () => {
     const { proxy, gateway, direct } = await gatewayBehindBrokerProxy({ paused: true })
     // startGateway returned although the broker was never reachable: the publisher connects in the background.
     expect(gateway.gateway.publisher.connected).toBe(false)
-    const capture = await captureEvents(direct)
-    cleanups.push(() => capture.close())
+    const capture = await database.captureEvents(direct)
 
     const events = Array.from({ length: 10 }, (_, n) => paymentSucceeded(n))
-    const results = await Promise.all(events.map((event) => send(gateway, event)))
+    const results = await Promise.all(events.map((event) => postStripe(gateway, event, secret)))
     expect(results.map((result) => result.status)).toEqual(events.map(() => 200))
     expect(results.map((result) => result.body.status)).toEqual(events.map(() => 'accepted'))
     const webhookIds = results.map((result) => result.body.id!)
@@ -225,7 +173,7 @@ describe('RabbitMQ outages', () => {
 
     // No consumer binds anything on this exchange: every routing key is one nobody binds.
     const events = Array.from({ length: 5 }, (_, n) => paymentSucceeded(n))
-    const results = await Promise.all(events.map((event) => send(gateway, event)))
+    const results = await Promise.all(events.map((event) => postStripe(gateway, event, secret)))
     expect(results.map((result) => result.body.status)).toEqual(events.map(() => 'accepted'))
 
     proxy.resume()
@@ -243,7 +191,7 @@ describe('RabbitMQ outages', () => {
     expect(queue.messageCount).toBe(events.length * 2)
 
     const kept = await withChannel(async (channel) => {
-      const messages: amqp.GetMessage[] = []
+      const messages: GetMessage[] = []
       for (let message = await channel.get(unrouted); message; message = await channel.get(unrouted))
         messages.push(message)
       // Leave them there: get without ack puts them back when the channel closes.

@@ -1,79 +1,38 @@
-import amqp from 'amqplib'
-import postgres from 'postgres'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { describe, expect, it } from 'vitest'
+import type { Env } from '../../src/config.ts'
 import { eventId } from '../../src/events.ts'
 import { hostAndPort, startProxy } from '../support/proxy.ts'
 import {
-  captureEvents,
-  createTestDatabase,
   flushRedisPrefix,
   services,
-  startTestGateway,
-  testEnv,
+  useTestDatabase,
   waitFor,
   type TestGateway,
 } from '../support/services.ts'
-import { stripeDelivery, stripeEvent } from '../support/signed.ts'
+import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
 const secret = 'whsec_faults_storage'
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-let database: Awaited<ReturnType<typeof createTestDatabase>>
-let direct: postgres.Sql
-const cleanups: (() => Promise<unknown>)[] = []
+const database = useTestDatabase()
 
-beforeAll(async () => {
-  database = await createTestDatabase()
-  // The test's own view of the database, never through a proxy.
-  direct = postgres(database.url, { max: 2, onnotice: () => {} })
-})
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
-})
-
-afterAll(async () => {
-  await direct?.end()
-  await database?.drop()
-})
-
-async function start(overrides: Parameters<typeof testEnv>[1] = {}) {
-  const gateway = await startTestGateway(
-    testEnv(database.url, { STRIPE_WEBHOOK_SECRET: secret, ...overrides }),
-  )
-  cleanups.push(() => deleteTopology(gateway.config.exchange))
-  cleanups.push(() => gateway.stop())
-  const capture = await captureEvents(gateway.config)
-  cleanups.push(() => capture.close())
+async function start(overrides: Env = {}) {
+  const gateway = await database.startGateway({ STRIPE_WEBHOOK_SECRET: secret, ...overrides })
+  const capture = await database.captureEvents(gateway.config)
   // The publisher connects in the background; these tests are about the other two services.
   await waitFor(() => gateway.gateway.publisher.connected)
   return { gateway, capture }
 }
 
-function paymentSucceeded() {
-  return stripeEvent('payment_intent.succeeded', {
-    id: `pi_${Math.random().toString(36).slice(2)}`,
-    object: 'payment_intent',
-    amount: 2500,
-    amount_received: 2500,
-    currency: 'eur',
-    customer: 'cus_storage',
-    metadata: {},
-  })
+/** A proxy to one of the services, closed after the test. */
+async function proxyTo(url: string, defaultPort: number) {
+  const proxy = await startProxy(...hostAndPort(url, defaultPort))
+  database.defer(() => proxy.close())
+  return proxy
 }
 
-/** Removes what this file declared on the shared broker: the exchange, its alternate and `.unrouted`. */
-async function deleteTopology(exchange: string) {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    const channel = await connection.createChannel()
-    await channel.deleteExchange(exchange)
-    await channel.deleteQueue(`${exchange}.unrouted`)
-    await channel.deleteExchange(`${exchange}.unrouted`)
-  } finally {
-    await connection.close().catch(() => {})
-  }
-}
+const paymentSucceeded = () =>
+  paymentIntentSucceeded({ amount: 2500, currency: 'eur', customer: 'cus_storage' })
 
 type Delivery = ReturnType<typeof stripeDelivery>
 
@@ -92,8 +51,9 @@ async function health(gateway: TestGateway) {
   return { status: response.status, body, ms: performance.now() - startedAt }
 }
 
+// The test's own view of the database, never through a proxy.
 const storedFor = (eventKey: string) =>
-  direct<{ id: string; status: string; attempts: number }[]>`
+  database.sql<{ id: string; status: string; attempts: number }[]>`
     SELECT id, status, attempts FROM webhooks WHERE provider = 'stripe' AND event_key = ${eventKey}`
 
 describe('Redis outages', () => {
@@ -127,8 +87,7 @@ describe('Redis outages', () => {
   })
 
   it('starts with Redis unreachable and answers accepted, then duplicate, promptly; health is degraded', async () => {
-    const proxy = await startProxy(...hostAndPort(services.redis, 6379))
-    cleanups.push(() => proxy.close())
+    const proxy = await proxyTo(services.redis, 6379)
     proxy.pause()
     const { gateway, capture } = await start({ REDIS_URL: proxy.url(services.redis) })
 
@@ -161,8 +120,7 @@ describe('Redis outages', () => {
   })
 
   it('keeps answering accepted and duplicate correctly when Redis goes away while running', async () => {
-    const proxy = await startProxy(...hostAndPort(services.redis, 6379))
-    cleanups.push(() => proxy.close())
+    const proxy = await proxyTo(services.redis, 6379)
     const { gateway, capture } = await start({ REDIS_URL: proxy.url(services.redis) })
     await waitFor(async () => (await health(gateway)).body.status === 'ok')
 
@@ -207,8 +165,7 @@ describe('Redis outages', () => {
 
 describe('Postgres outage', () => {
   it('answers 503 storage unavailable while Postgres is unreachable and accepts the same delivery once it is back', async () => {
-    const proxy = await startProxy(...hostAndPort(database.url, 5432))
-    cleanups.push(() => proxy.close())
+    const proxy = await proxyTo(database.url, 5432)
     const { gateway, capture } = await start({ DATABASE_URL: proxy.url(database.url) })
     await waitFor(async () => (await health(gateway)).body.status === 'ok')
 
@@ -249,16 +206,12 @@ describe('Postgres outage', () => {
 // connections, and the pool's open ones have no query timeout.
 describe('Postgres stalled', () => {
   async function stalledGateway() {
-    const proxy = await startProxy(...hostAndPort(database.url, 5432))
-    cleanups.push(() => proxy.close())
-    const gateway = await startTestGateway(
-      testEnv(database.url, {
-        STRIPE_WEBHOOK_SECRET: secret,
-        DATABASE_URL: proxy.url(database.url),
-        DATABASE_POOL_SIZE: '3',
-      }),
-    )
-    cleanups.push(() => deleteTopology(gateway.config.exchange))
+    const proxy = await proxyTo(database.url, 5432)
+    const gateway = await database.startGateway({
+      STRIPE_WEBHOOK_SECRET: secret,
+      DATABASE_URL: proxy.url(database.url),
+      DATABASE_POOL_SIZE: '3',
+    })
     // Open the whole pool, so the next queries go out on connections that are already established.
     await Promise.all([1, 2, 3].map(() => gateway.gateway.store.sql`SELECT pg_sleep(0.05)`))
     proxy.stall()

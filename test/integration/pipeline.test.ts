@@ -1,23 +1,26 @@
-import { readFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { eventId } from '../../src/events.ts'
 import {
-  captureEvents,
-  createTestDatabase,
   startTestGateway,
   testEnv,
+  useTestDatabase,
   waitFor,
+  type Capture,
   type TestGateway,
 } from '../support/services.ts'
-import { githubDelivery, githubExample, stripeDelivery, stripeEvent } from '../support/signed.ts'
+import {
+  githubDelivery,
+  githubExample,
+  stripeDelivery,
+  stripeEvent,
+  stripeFixture,
+} from '../support/signed.ts'
 
 const stripeSecret = 'whsec_pipeline'
 const githubSecret = 'gh-pipeline'
-const fixture = (type: string) =>
-  JSON.parse(readFileSync(new URL(`../fixtures/stripe/${type}.json`, import.meta.url), 'utf8'))
 const uniqueStripe = (type: string) => {
-  const event = fixture(type)
+  const event = stripeFixture(type)
   event.id = `evt_${crypto.randomUUID().replaceAll('-', '')}`
   return event
 }
@@ -25,31 +28,23 @@ const uniqueStripe = (type: string) => {
 /** Response bodies are the contract's JSON; tests read them loosely. */
 const json = (response: Response): Promise<any> => response.json()
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>
+const db = useTestDatabase()
+// One gateway for the whole file.
 let gw: TestGateway
-let events: Awaited<ReturnType<typeof captureEvents>>
+let events: Capture
 
 beforeAll(async () => {
-  db = await createTestDatabase()
-  gw = await startTestGateway(
-    testEnv(db.url, {
-      STRIPE_WEBHOOK_SECRET: `whsec_rotated_out,${stripeSecret}`,
-      GITHUB_WEBHOOK_SECRET: githubSecret,
-      ADMIN_TOKEN: 'admin-secret',
-      MAX_BODY_BYTES: '4096',
-      FAILED_VERIFY_LIMIT: '1000',
-      // A slow poll: events that arrive quickly prove the hand-off, not the poll, woke the worker.
-      WORKER_POLL_MS: '60000',
-    }),
-  )
-  events = await captureEvents(gw.config)
+  gw = await db.startGateway({
+    STRIPE_WEBHOOK_SECRET: `whsec_rotated_out,${stripeSecret}`,
+    GITHUB_WEBHOOK_SECRET: githubSecret,
+    ADMIN_TOKEN: 'admin-secret',
+    MAX_BODY_BYTES: '4096',
+    FAILED_VERIFY_LIMIT: '1000',
+    // A slow poll: events that arrive quickly prove the hand-off, not the poll, woke the worker.
+    WORKER_POLL_MS: '60000',
+  })
+  events = await db.captureEvents(gw.config)
   await gw.gateway.publisher.whenConnected()
-})
-
-afterAll(async () => {
-  await events?.close()
-  await gw?.stop()
-  await db?.drop()
 })
 
 const postStripe = (
@@ -303,6 +298,7 @@ describe('refused deliveries', () => {
 
 describe('the worker', () => {
   it('picks up rows stored by another gateway process through LISTEN/NOTIFY, not the poll', async () => {
+    // Not db.startGateway: that would delete the exchange this file's gateway goes on publishing to.
     const api = await startTestGateway({ ...testEnv(db.url), ...apiOnly() })
     try {
       const event = uniqueStripe('payment_intent.succeeded')

@@ -1,20 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config.ts'
-import { captureEvents, createTestDatabase, testEnv, waitFor } from '../support/services.ts'
-import { stripeDelivery, stripeEvent } from '../support/signed.ts'
+import { captureEvents, deleteTopology, testEnv, useTestDatabase, waitFor } from '../support/services.ts'
+import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const secret = 'whsec_process'
-let db: Awaited<ReturnType<typeof createTestDatabase>>
-
-beforeAll(async () => {
-  db = await createTestDatabase()
-})
-afterAll(async () => {
-  await db?.drop()
-})
+const db = useTestDatabase()
 
 /** `npm start`'s command, as a child process with its own port. */
 function startProcess(env: Record<string, string>): {
@@ -41,7 +34,9 @@ describe('the gateway process', () => {
       ...(testEnv(db.url, { STRIPE_WEBHOOK_SECRET: secret, LOG_LEVEL: 'info' }) as Record<string, string>),
       PORT: port,
     }
-    const events = await captureEvents(loadConfig(env))
+    const config = loadConfig(env)
+    db.defer(() => deleteTopology(config.exchange))
+    const events = await captureEvents(config)
     const gateway = startProcess(env)
     try {
       const base = `http://127.0.0.1:${port}`
@@ -55,13 +50,11 @@ describe('the gateway process', () => {
         100,
       )
 
-      const event = stripeEvent('payment_intent.succeeded', {
+      const event = paymentIntentSucceeded({
         id: 'pi_process',
         amount: 700,
-        amount_received: 700,
         currency: 'eur',
         customer: 'cus_1',
-        metadata: {},
       })
       const { body, headers } = stripeDelivery(event, { secret })
       const response = await fetch(`${base}/webhooks/stripe`, { method: 'POST', body, headers })

@@ -1,20 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { eventId } from '../../src/events.ts'
-import {
-  createPayPalPki,
-  startCertServer,
-  type CertServer,
-  type Leaf,
-  type PayPalPki,
-} from '../support/paypal-pki.ts'
-import {
-  captureEvents,
-  createTestDatabase,
-  startTestGateway,
-  testEnv,
-  type TestGateway,
-} from '../support/services.ts'
+import { usePayPalSigning } from '../support/paypal-pki.ts'
+import { useTestDatabase, type Capture, type TestGateway } from '../support/services.ts'
 import {
   paypalDelivery,
   paypalEvent,
@@ -33,41 +21,24 @@ const publicBase = 'https://hooks.example.com'
 /** Response bodies are the contract's JSON; tests read them loosely. */
 const json = (response: Response): Promise<any> => response.json()
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>
+// Before the database: after-hooks run newest first, so the gateway stops before PayPal's side goes.
+const paypalSigning = usePayPalSigning('CERT-360caa42-e2e')
+const db = useTestDatabase()
+// One gateway for the whole file.
 let gw: TestGateway
-let events: Awaited<ReturnType<typeof captureEvents>>
-let pki: PayPalPki
-let certServer: CertServer
-let leaf: Leaf
-let certUrl: string
+let events: Capture
 
 beforeAll(async () => {
-  db = await createTestDatabase()
-  pki = createPayPalPki()
-  certServer = await startCertServer()
-  leaf = pki.leaf()
-  certUrl = certServer.serve('CERT-360caa42-e2e', leaf.chainPem)
-  gw = await startTestGateway(
-    testEnv(db.url, {
-      PUBLIC_BASE_URL: publicBase,
-      TWILIO_AUTH_TOKEN: `rotated-out-token,${twilioToken}`,
-      SHOPIFY_WEBHOOK_SECRET: shopifySecret,
-      PAYPAL_WEBHOOK_ID: paypalWebhookId,
-      PAYPAL_CERT_ORIGINS: certServer.origin,
-      PAYPAL_CA_FILE: pki.caFile,
-      FAILED_VERIFY_LIMIT: '1000',
-    }),
-  )
-  events = await captureEvents(gw.config)
+  gw = await db.startGateway({
+    PUBLIC_BASE_URL: publicBase,
+    TWILIO_AUTH_TOKEN: `rotated-out-token,${twilioToken}`,
+    SHOPIFY_WEBHOOK_SECRET: shopifySecret,
+    PAYPAL_WEBHOOK_ID: paypalWebhookId,
+    ...paypalSigning.env,
+    FAILED_VERIFY_LIMIT: '1000',
+  })
+  events = await db.captureEvents(gw.config)
   await gw.gateway.publisher.whenConnected()
-})
-
-afterAll(async () => {
-  await events?.close()
-  await gw?.stop()
-  await db?.drop()
-  await certServer?.close()
-  pki?.remove()
 })
 
 const eventsOf = (webhookId: string) => events.messages.filter((m) => m.event.webhookid === webhookId)
@@ -204,6 +175,7 @@ describe('PayPal through HTTP to RabbitMQ', () => {
       status: 'COMPLETED',
       amount: { currency_code: 'EUR', value: '12.34' },
     })
+    const { certUrl, leaf } = paypalSigning
     const sign = (webhookId = paypalWebhookId) =>
       paypalDelivery(event, { webhookId, certUrl, privateKey: leaf.privateKey })
     const accepted = await post('paypal', sign())
@@ -248,6 +220,6 @@ describe('PayPal through HTTP to RabbitMQ', () => {
       2,
     )
     // One download served every verification.
-    expect(certServer.hits.get(new URL(certUrl).pathname)).toBe(1)
+    expect(paypalSigning.server.hits.get(new URL(certUrl).pathname)).toBe(1)
   })
 })

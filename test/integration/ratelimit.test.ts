@@ -1,18 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createTestDatabase, startTestGateway, testEnv, type TestGateway } from '../support/services.ts'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { useTestDatabase, type TestGateway } from '../support/services.ts'
 import { stripeDelivery, stripeEvent } from '../support/signed.ts'
 
 const secret = 'whsec_ratelimit'
-let db: Awaited<ReturnType<typeof createTestDatabase>>
+const db = useTestDatabase()
 let gw: TestGateway
 
 beforeAll(async () => {
-  db = await createTestDatabase()
-  gw = await startTestGateway(testEnv(db.url, { STRIPE_WEBHOOK_SECRET: secret, FAILED_VERIFY_LIMIT: '3' }))
-})
-afterAll(async () => {
-  await gw?.stop()
-  await db?.drop()
+  gw = await db.startGateway({ STRIPE_WEBHOOK_SECRET: secret, FAILED_VERIFY_LIMIT: '3' })
 })
 
 const post = (signingSecret: string) => {

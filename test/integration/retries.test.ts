@@ -1,38 +1,16 @@
-import amqp from 'amqplib'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { describe, expect, it } from 'vitest'
 import { providers } from '../../providers/index.ts'
 import { stripe } from '../../providers/stripe.ts'
 import { eventId } from '../../src/events.ts'
 import type { Provider } from '../../src/provider.ts'
-import {
-  captureEvents,
-  createTestDatabase,
-  services,
-  startTestGateway,
-  testEnv,
-  waitFor,
-  type TestGateway,
-} from '../support/services.ts'
-import { stripeDelivery, stripeEvent } from '../support/signed.ts'
+import { postStripe, useTestDatabase, waitFor, type TestGateway } from '../support/services.ts'
+import { paymentIntentSucceeded, stripeEvent } from '../support/signed.ts'
 
 const secret = 'whsec_retries'
 const adminToken = 'retries-admin-token'
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-let database: Awaited<ReturnType<typeof createTestDatabase>>
-const cleanups: (() => Promise<unknown>)[] = []
-
-beforeAll(async () => {
-  database = await createTestDatabase()
-})
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
-})
-
-afterAll(async () => {
-  await database?.drop()
-})
+const database = useTestDatabase()
 
 /** A copy of the Stripe provider whose payment_intent.succeeded handler throws until `fixed` is set. */
 function brokenStripe() {
@@ -52,50 +30,20 @@ function brokenStripe() {
   return { state, provider }
 }
 
-/** Removes what this file declared on the shared broker: the exchange, its alternate and `.unrouted`. */
-async function deleteTopology(exchange: string) {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    const channel = await connection.createChannel()
-    await channel.deleteExchange(exchange)
-    await channel.deleteQueue(`${exchange}.unrouted`)
-    await channel.deleteExchange(`${exchange}.unrouted`)
-  } finally {
-    await connection.close().catch(() => {})
-  }
-}
-
-async function send(gateway: TestGateway, event: Record<string, unknown>) {
-  const delivery = stripeDelivery(event, { secret })
-  const response = await gateway.post('/webhooks/stripe', delivery.body, delivery.headers)
-  return { status: response.status, body: (await response.json()) as { status?: string; id?: string } }
-}
-
 const admin = (gateway: TestGateway, method: string, path: string, token = adminToken) =>
   fetch(`${gateway.url}/admin${path}`, { method, headers: { authorization: `Bearer ${token}` } })
 
 describe('a handler that throws', () => {
   it('retries on the RETRY_DELAYS_SECONDS schedule, then keeps the webhook dead and unpublished, and a replay publishes it under the same ids', async () => {
     const { state, provider } = brokenStripe()
-    const gateway = await startTestGateway(
-      testEnv(database.url, { STRIPE_WEBHOOK_SECRET: secret, ADMIN_TOKEN: adminToken }),
+    const gateway = await database.startGateway(
+      { STRIPE_WEBHOOK_SECRET: secret, ADMIN_TOKEN: adminToken },
       { providers: { ...providers, stripe: provider } },
     )
-    cleanups.push(() => deleteTopology(gateway.config.exchange))
-    cleanups.push(() => gateway.stop())
-    const capture = await captureEvents(gateway.config)
-    cleanups.push(() => capture.close())
+    const capture = await database.captureEvents(gateway.config)
     expect(gateway.config.retryDelaysSeconds).toEqual([0.2, 0.4, 0.6])
 
-    const payment = stripeEvent('payment_intent.succeeded', {
-      id: 'pi_retries',
-      object: 'payment_intent',
-      amount: 4200,
-      amount_received: 4200,
-      currency: 'usd',
-      customer: 'cus_retries',
-      metadata: {},
-    })
+    const payment = paymentIntentSucceeded({ id: 'pi_retries', amount: 4200, customer: 'cus_retries' })
     // A webhook of another type goes through the same worker at the same time, unaffected.
     const subscription = stripeEvent('customer.subscription.created', {
       id: 'sub_retries',
@@ -104,8 +52,8 @@ describe('a handler that throws', () => {
       status: 'active',
       items: { data: [{ price: { id: 'price_1' }, current_period_start: 1, current_period_end: 2 }] },
     })
-    const accepted = await send(gateway, payment)
-    const other = await send(gateway, subscription)
+    const accepted = await postStripe(gateway, payment, secret)
+    const other = await postStripe(gateway, subscription, secret)
     expect(accepted).toMatchObject({ status: 200, body: { status: 'accepted' } })
     expect(other).toMatchObject({ status: 200, body: { status: 'accepted' } })
     const id = accepted.body.id!

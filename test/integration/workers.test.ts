@@ -1,94 +1,32 @@
-import amqp from 'amqplib'
-import postgres from 'postgres'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { describe, expect, it } from 'vitest'
 import { eventId } from '../../src/events.ts'
 import {
-  captureEvents,
-  createTestDatabase,
-  services,
-  startTestGateway,
+  postStripe,
   testEnv,
+  useTestDatabase,
   waitFor,
+  type StripeAnswer,
   type TestGateway,
 } from '../support/services.ts'
-import { stripeDelivery, stripeEvent } from '../support/signed.ts'
+import { paymentIntentSucceeded } from '../support/signed.ts'
 
 const secret = 'whsec_workers'
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-let database: Awaited<ReturnType<typeof createTestDatabase>>
-let direct: postgres.Sql
-const cleanups: (() => Promise<unknown>)[] = []
+const database = useTestDatabase()
 
-beforeAll(async () => {
-  database = await createTestDatabase()
-  direct = postgres(database.url, { max: 2, onnotice: () => {} })
-})
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
-})
-
-afterAll(async () => {
-  await direct?.end()
-  await database?.drop()
-})
-
-async function start(env: Parameters<typeof startTestGateway>[0]) {
-  const gateway = await startTestGateway(env)
-  // Gateways of one test share the exchange; deleting it twice is harmless.
-  cleanups.push(() => deleteTopology(gateway.config.exchange))
-  let stopped = false
-  cleanups.push(() => (stopped ? Promise.resolve() : gateway.stop()))
-  return {
-    ...gateway,
-    stop: async () => {
-      stopped = true
-      await gateway.stop()
-    },
-  }
-}
-
-function paymentSucceeded(n: number) {
-  return stripeEvent('payment_intent.succeeded', {
-    id: `pi_${n}_${Math.random().toString(36).slice(2)}`,
-    object: 'payment_intent',
-    amount: 100 + n,
-    amount_received: 100 + n,
-    currency: 'usd',
-    customer: 'cus_workers',
-    metadata: { n: String(n) },
-  })
-}
-
-/** Removes what this file declared on the shared broker: the exchange, its alternate and `.unrouted`. */
-async function deleteTopology(exchange: string) {
-  const connection = await amqp.connect(services.amqp)
-  try {
-    const channel = await connection.createChannel()
-    await channel.deleteExchange(exchange)
-    await channel.deleteQueue(`${exchange}.unrouted`)
-    await channel.deleteExchange(`${exchange}.unrouted`)
-  } finally {
-    await connection.close().catch(() => {})
-  }
-}
-
-async function send(gateway: TestGateway, event: Record<string, unknown>) {
-  const delivery = stripeDelivery(event, { secret })
-  const response = await gateway.post('/webhooks/stripe', delivery.body, delivery.headers)
-  return { status: response.status, body: (await response.json()) as { status?: string; id?: string } }
-}
+const paymentSucceeded = (n: number) =>
+  paymentIntentSucceeded({ amount: 100 + n, customer: 'cus_workers', metadata: { n: String(n) } })
 
 /** Sends with at most `parallel` requests open at once. */
 async function sendAll(gateway: TestGateway, events: readonly Record<string, unknown>[], parallel = 25) {
-  const results: Awaited<ReturnType<typeof send>>[] = new Array(events.length)
+  const results: StripeAnswer[] = new Array(events.length)
   let next = 0
   await Promise.all(
     Array.from({ length: parallel }, async () => {
       while (next < events.length) {
         const index = next++
-        results[index] = await send(gateway, events[index]!)
+        results[index] = await postStripe(gateway, events[index]!, secret)
       }
     }),
   )
@@ -107,13 +45,12 @@ describe('several gateway processes on one database', () => {
   it('publishes each of 200 webhooks exactly once across three workers claiming with SKIP LOCKED', async () => {
     const env = testEnv(database.url, { STRIPE_WEBHOOK_SECRET: secret, WORKER_CONCURRENCY: '4' })
     const gateways = [
-      await start({ ...env, ROLE: 'all' }),
-      await start({ ...env, ROLE: 'worker' }),
-      await start({ ...env, ROLE: 'worker' }),
+      await database.startGateway({ ...env, ROLE: 'all' }),
+      await database.startGateway({ ...env, ROLE: 'worker' }),
+      await database.startGateway({ ...env, ROLE: 'worker' }),
     ]
     const [api] = gateways as [TestGateway, ...TestGateway[]]
-    const capture = await captureEvents(api.config)
-    cleanups.push(() => capture.close())
+    const capture = await database.captureEvents(api.config)
 
     const events = Array.from({ length: 200 }, (_, n) => paymentSucceeded(n))
     const results = await sendAll(api, events)
@@ -136,7 +73,7 @@ describe('several gateway processes on one database', () => {
 
     const ids = results.map((result) => result.body.id!)
     const stored = await waitFor(async () => {
-      const groups = await direct<{ status: string; attempts: number; count: number }[]>`
+      const groups = await database.sql<{ status: string; attempts: number; count: number }[]>`
         SELECT status, attempts, count(*)::int AS count FROM webhooks WHERE id = ANY(${ids}::uuid[])
         GROUP BY status, attempts`
       return groups.every((group) => group.status === 'published') && groups
@@ -150,13 +87,12 @@ describe('several gateway processes on one database', () => {
 
   it('stops within 10 s with webhooks in flight, and every webhook answered 200 is stored and later published', async () => {
     const env = testEnv(database.url, { STRIPE_WEBHOOK_SECRET: secret })
-    const first = await start(env)
-    const capture = await captureEvents(first.config)
-    cleanups.push(() => capture.close())
+    const first = await database.startGateway(env)
+    const capture = await database.captureEvents(first.config)
 
     const events = Array.from({ length: 150 }, (_, n) => paymentSucceeded(n))
     const answers = events.map((event) =>
-      send(first, event).catch(() => ({ status: 0, body: {} as { status?: string; id?: string } })),
+      postStripe(first, event, secret).catch((): StripeAnswer => ({ status: 0, body: {} })),
     )
     // Stop while requests are still arriving and the worker is publishing.
     await waitFor(() => capture.messages.length > 0, 10_000, 5)
@@ -172,7 +108,7 @@ describe('several gateway processes on one database', () => {
     expect(
       results.every((result) => result.status === 200 || result.status === 0 || result.status === 503),
     ).toBe(true)
-    const stored = await direct<{ id: string; status: string; leased: boolean }[]>`
+    const stored = await database.sql<{ id: string; status: string; leased: boolean }[]>`
       SELECT id, status, next_attempt_at > now() + interval '1 second' AS leased
       FROM webhooks WHERE id = ANY(${acceptedIds}::uuid[])`
     expect(stored.map((row) => row.id).sort()).toEqual([...acceptedIds].sort())
@@ -184,7 +120,7 @@ describe('several gateway processes on one database', () => {
     )
 
     // A new process picks up whatever the stopped one had not published yet.
-    await start(env)
+    await database.startGateway(env)
     const rawIds = new Set(
       events
         .filter((_, index) => results[index]!.status === 200)
@@ -195,7 +131,7 @@ describe('several gateway processes on one database', () => {
       return [...rawIds].every((id) => seen.has(id))
     }, 20_000)
     await waitFor(async () => {
-      const [row] = await direct<{ count: number }[]>`
+      const [row] = await database.sql<{ count: number }[]>`
         SELECT count(*)::int AS count FROM webhooks
         WHERE id = ANY(${acceptedIds}::uuid[]) AND status <> 'published'`
       return row?.count === 0

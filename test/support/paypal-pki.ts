@@ -5,6 +5,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { afterAll, beforeAll } from 'vitest'
 
 export const paypalSigningHost = 'messageverificationcerts.paypal.com'
 
@@ -133,5 +134,55 @@ export async function startCertServer(): Promise<CertServer> {
       return origin + at(id)
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  }
+}
+
+/** PayPal's side for one test file: a test PKI, a cert server, and a leaf served at a cert URL. */
+export interface PayPalSigning {
+  readonly pki: PayPalPki
+  readonly server: CertServer
+  /** The leaf served at `certUrl`. */
+  readonly leaf: Leaf
+  readonly certUrl: string
+  /** The PAYPAL_CERT_ORIGINS and PAYPAL_CA_FILE that trust this PKI and server. */
+  readonly env: { PAYPAL_CERT_ORIGINS: string; PAYPAL_CA_FILE: string }
+}
+
+/** Sets PayPal's side up in beforeAll, serving a leaf as `certId`, and removes it in afterAll. */
+export function usePayPalSigning(certId: string): PayPalSigning {
+  let pki: PayPalPki | undefined
+  let server: CertServer | undefined
+  let leaf: Leaf | undefined
+  let certUrl: string | undefined
+  beforeAll(async () => {
+    pki = createPayPalPki()
+    server = await startCertServer()
+    leaf = pki.leaf()
+    certUrl = server.serve(certId, leaf.chainPem)
+  })
+  afterAll(async () => {
+    await server?.close()
+    pki?.remove()
+  })
+  const ready = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('usePayPalSigning: ready only once beforeAll has run')
+    return value
+  }
+  return {
+    get pki() {
+      return ready(pki)
+    },
+    get server() {
+      return ready(server)
+    },
+    get leaf() {
+      return ready(leaf)
+    },
+    get certUrl() {
+      return ready(certUrl)
+    },
+    get env() {
+      return { PAYPAL_CERT_ORIGINS: ready(server).origin, PAYPAL_CA_FILE: ready(pki).caFile }
+    },
   }
 }

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
 import postgres from 'postgres'
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest'
 import { loadConfig, type Config, type Env } from '../../src/config.ts'
 import { startGateway, type Gateway } from '../../src/gateway.ts'
 import { createLogger, silentLogger } from '../../src/log.ts'
 import type { CloudEvent } from '../../src/events.ts'
 import type { Providers } from '../../providers/index.ts'
+import { stripeDelivery } from './signed.ts'
 
 /** The real services the integration tests use; override with TEST_* variables. */
 export const services = {
@@ -77,18 +79,140 @@ export async function startTestGateway(
   }
 }
 
+/** What a gateway answered a signed Stripe delivery. */
+export interface StripeAnswer {
+  readonly status: number
+  readonly body: { status?: string; id?: string }
+}
+
+/** Signs `event` with `secret` as Stripe does and posts it to the gateway's /webhooks/stripe. */
+export async function postStripe(
+  gateway: TestGateway,
+  event: Record<string, unknown>,
+  secret: string,
+): Promise<StripeAnswer> {
+  const delivery = stripeDelivery(event, { secret })
+  const response = await gateway.post('/webhooks/stripe', delivery.body, delivery.headers)
+  return { status: response.status, body: (await response.json()) as StripeAnswer['body'] }
+}
+
+/** One test file's isolation: a database of its own, and cleanups run at the end of a test or of the file. */
+export interface TestDatabase {
+  /** The database's URL, once the file's beforeAll has created it. */
+  readonly url: string
+  /** The test's own connection to the database (never through a proxy), ended after the file. */
+  readonly sql: postgres.Sql
+  /**
+   * Runs `cleanup` after the current test, or after the file when called from beforeAll; newest first,
+   * its errors ignored.
+   */
+  defer(cleanup: () => Promise<unknown>): void
+  /**
+   * A gateway on this database, with testEnv's isolated names under `overrides`. At the end of the test
+   * (or of the file, from beforeAll) it is stopped, once however often stop() is called, and its exchange
+   * topology deleted: a leftover worker would otherwise claim the next test's webhooks.
+   */
+  startGateway(overrides?: Env, options?: { readonly providers?: Providers }): Promise<TestGateway>
+  /** captureEvents, closed at the end of the test (or of the file, from beforeAll). */
+  captureEvents(config: Config): Promise<Capture>
+}
+
+/** Creates the file's database in beforeAll and drops it in afterAll; registers the cleanup hooks. */
+export function useTestDatabase(): TestDatabase {
+  let database: Awaited<ReturnType<typeof createTestDatabase>> | undefined
+  let sql: postgres.Sql | undefined
+  let inTest = false
+  const testCleanups: (() => Promise<unknown>)[] = []
+  const fileCleanups: (() => Promise<unknown>)[] = []
+  const runNewestFirst = async (cleanups: (() => Promise<unknown>)[]) => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
+  }
+
+  beforeAll(async () => {
+    database = await createTestDatabase()
+  })
+  beforeEach(() => {
+    inTest = true
+  })
+  afterEach(async () => {
+    inTest = false
+    await runNewestFirst(testCleanups)
+  })
+  afterAll(async () => {
+    await runNewestFirst(fileCleanups)
+    await sql?.end()
+    await database?.drop()
+  })
+
+  const url = () => {
+    if (!database) throw new Error('useTestDatabase: the database exists only once beforeAll has run')
+    return database.url
+  }
+  const defer = (cleanup: () => Promise<unknown>) => {
+    ;(inTest ? testCleanups : fileCleanups).push(cleanup)
+  }
+  return {
+    get url() {
+      return url()
+    },
+    get sql() {
+      sql ??= postgres(url(), { max: 2, onnotice: () => {} })
+      return sql
+    },
+    defer,
+    async startGateway(overrides = {}, options = {}) {
+      const gateway = await startTestGateway(testEnv(url(), overrides), options)
+      // Gateways of one test may share an exchange; deleting it twice is harmless.
+      defer(() => deleteTopology(gateway.config.exchange))
+      let stopping: Promise<void> | undefined
+      const stop = () => (stopping ??= gateway.stop())
+      defer(stop)
+      return { ...gateway, stop }
+    },
+    async captureEvents(config) {
+      const capture = await captureEvents(config)
+      defer(() => capture.close())
+      return capture
+    },
+  }
+}
+
+/** A channel on a connection of its own to the test broker, closed after `use`. */
+export async function withChannel<T>(use: (channel: amqp.Channel) => Promise<T>): Promise<T> {
+  const connection = await amqp.connect(services.amqp)
+  try {
+    const channel = await connection.createChannel()
+    // A failed check closes the channel with an error; the rejection of `use` reports it.
+    channel.on('error', () => {})
+    return await use(channel)
+  } finally {
+    await connection.close().catch(() => {})
+  }
+}
+
+/** Removes what a test gateway declared on the shared broker: its exchange, the alternate and `.unrouted`. */
+export async function deleteTopology(exchange: string): Promise<void> {
+  await withChannel(async (channel) => {
+    await channel.deleteExchange(exchange)
+    await channel.deleteQueue(`${exchange}.unrouted`)
+    await channel.deleteExchange(`${exchange}.unrouted`)
+  })
+}
+
 export interface Received {
   readonly routingKey: string
   readonly event: CloudEvent
   readonly properties: ConsumeMessage['properties']
 }
 
-/** A consumer bound to `#` on the gateway's exchange that keeps every message it sees. */
-export async function captureEvents(config: Config): Promise<{
+/** A consumer bound to `#` on a gateway's exchange that keeps every message it sees. */
+export interface Capture {
   readonly messages: Received[]
   waitFor(predicate: (messages: Received[]) => boolean, timeoutMs?: number): Promise<Received[]>
   close(): Promise<void>
-}> {
+}
+
+export async function captureEvents(config: Config): Promise<Capture> {
   const connection: ChannelModel = await amqp.connect(config.amqpUrl)
   const channel = await connection.createChannel()
   const unrouted = `${config.exchange}.unrouted`

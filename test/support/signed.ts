@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { sign } from '@octokit/webhooks-methods'
 import Stripe from 'stripe'
 
@@ -29,6 +30,32 @@ export function stripeEvent(
     data: { object },
   }
 }
+
+/** A payment_intent.succeeded event with a fresh `pi_` id; `amount` is also the amount received. */
+export function paymentIntentSucceeded(
+  fields: {
+    id?: string
+    amount?: number
+    currency?: string
+    customer?: string
+    metadata?: Record<string, string>
+  } = {},
+) {
+  const amount = fields.amount ?? 1000
+  return stripeEvent('payment_intent.succeeded', {
+    id: fields.id ?? `pi_${Math.random().toString(36).slice(2)}`,
+    object: 'payment_intent',
+    amount,
+    amount_received: amount,
+    currency: fields.currency ?? 'usd',
+    customer: fields.customer ?? 'cus_test',
+    metadata: fields.metadata ?? {},
+  })
+}
+
+/** A Stripe event from test/fixtures/stripe, as Stripe sends it; a fresh copy each call. */
+export const stripeFixture = (type: string): any =>
+  JSON.parse(readFileSync(new URL(`../fixtures/stripe/${type}.json`, import.meta.url), 'utf8'))
 
 /** A GitHub delivery signed with @octokit/webhooks-methods, as JSON or as the `payload=` form variant. */
 export async function githubDelivery(

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { eventId, eventsFor, rawRoutingKey } from '../../src/events.ts'
 import type { Provider } from '../../src/provider.ts'
 import { handlerFor } from '../../src/registry.ts'
-import type { StoredWebhook } from '../../src/store.ts'
+import { storedWebhook } from '../support/provider-request.ts'
 
 const provider: Provider<Record<string, any>> = {
   name: 'acme',
@@ -21,24 +21,11 @@ const provider: Provider<Record<string, any>> = {
   },
 }
 
-const webhook = (payload: Record<string, unknown>): StoredWebhook => ({
-  id: '0b9c3f4e-8a55-4b8e-9a39-2f1c0c7d1a11',
-  provider: 'acme',
-  eventKey: String(payload.id),
-  eventType: String(payload.type),
-  method: 'POST',
-  path: '/webhooks/acme',
-  publicUrl: 'https://hooks.example.com/webhooks/acme',
-  headers: {},
-  body: Buffer.from(JSON.stringify(payload)),
-  receivedAt: new Date('2026-11-22T10:00:00.000Z'),
-  status: 'pending',
-  attempts: 0,
-  nextAttemptAt: new Date(),
-  lastError: null,
-  publishedEventIds: [],
-  publishedAt: null,
-})
+const webhook = (payload: Record<string, unknown>) =>
+  storedWebhook('acme', JSON.stringify(payload), {
+    eventKey: String(payload.id),
+    eventType: String(payload.type),
+  })
 
 describe('handlerFor', () => {
   it('prefers an exact key, then the longest matching wildcard', () => {

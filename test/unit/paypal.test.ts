@@ -1,44 +1,26 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { paypal } from '../../providers/paypal.ts'
 import { loadConfig, type Env } from '../../src/config.ts'
 import { rawRoutingKey } from '../../src/events.ts'
 import { clearCertificateCache } from '../../src/paypal-certs.ts'
 import { internalEvents } from '../../src/registry.ts'
-import {
-  createPayPalPki,
-  startCertServer,
-  type CertServer,
-  type Leaf,
-  type PayPalPki,
-} from '../support/paypal-pki.ts'
+import { usePayPalSigning, type Leaf, type PayPalPki } from '../support/paypal-pki.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
 import { paypalDelivery, paypalEvent, paypalTime } from '../support/signed-providers.ts'
 
 const webhookId = '1JE4291016473214C'
 const path = '/webhooks/paypal'
 
-let pki: PayPalPki
-let server: CertServer
-let leaf: Leaf
-let certUrl: string
+const signing = usePayPalSigning('CERT-360caa42-fca2a594-test')
 let env: Env
 
-beforeAll(async () => {
-  pki = createPayPalPki()
-  server = await startCertServer()
-  leaf = pki.leaf()
-  certUrl = server.serve('CERT-360caa42-fca2a594-test', leaf.chainPem)
-  env = { PAYPAL_WEBHOOK_ID: webhookId, PAYPAL_CERT_ORIGINS: server.origin, PAYPAL_CA_FILE: pki.caFile }
-})
-
-afterAll(async () => {
-  await server?.close()
-  pki?.remove()
+beforeAll(() => {
+  env = { PAYPAL_WEBHOOK_ID: webhookId, ...signing.env }
 })
 
 beforeEach(() => {
   clearCertificateCache()
-  server.hits.clear()
+  signing.server.hits.clear()
 })
 
 const capture = paypalEvent(
@@ -64,8 +46,8 @@ interface SignOptions {
 function signed(event: Record<string, unknown>, options: SignOptions = {}) {
   const delivery = paypalDelivery(event, {
     webhookId: options.webhookId ?? webhookId,
-    certUrl: options.url ?? certUrl,
-    privateKey: (options.signer ?? leaf).privateKey,
+    certUrl: options.url ?? signing.certUrl,
+    privateKey: (options.signer ?? signing.leaf).privateKey,
     ...(options.transmissionTime === undefined ? {} : { transmissionTime: options.transmissionTime }),
     ...(options.body === undefined ? {} : { body: options.body }),
   })
@@ -85,8 +67,8 @@ const wholeSecond = () => Math.floor(Date.now() / 1000) * 1000
 
 /** A leaf signed by the test PKI, served at its own cert URL. */
 function served(id: string, options: Parameters<PayPalPki['leaf']>[0]) {
-  const signer = pki.leaf(options)
-  return { signer, url: server.serve(id, signer.chainPem) }
+  const signer = signing.pki.leaf(options)
+  return { signer, url: signing.server.serve(id, signer.chainPem) }
 }
 
 describe('paypal.verify', () => {
@@ -121,8 +103,8 @@ describe('paypal.verify', () => {
   })
 
   it('rejects a signature made by another key than the certificate’s', async () => {
-    const other = pki.leaf()
-    expect((await verify(signed(capture, { signer: other, url: certUrl }))).valid).toBe(false)
+    const other = signing.pki.leaf()
+    expect((await verify(signed(capture, { signer: other, url: signing.certUrl }))).valid).toBe(false)
   })
 
   for (const name of [
@@ -167,8 +149,11 @@ describe('paypal.verify', () => {
   })
 
   it('rejects a leaf served without the intermediate that issued it', async () => {
-    const leafOnly = leaf.chainPem.slice(0, leaf.chainPem.indexOf('-----END CERTIFICATE-----') + 25)
-    const url = server.serve('CERT-leaf-only', leafOnly)
+    const leafOnly = signing.leaf.chainPem.slice(
+      0,
+      signing.leaf.chainPem.indexOf('-----END CERTIFICATE-----') + 25,
+    )
+    const url = signing.server.serve('CERT-leaf-only', leafOnly)
     expect((await verify(signed(capture, { url }))).reasons[0]).toMatch(/does not chain to a trusted root/)
   })
 
@@ -178,54 +163,54 @@ describe('paypal.verify', () => {
   })
 
   it('rejects a cert URL from an origin not in PAYPAL_CERT_ORIGINS, without fetching it', async () => {
-    const elsewhere = certUrl.replace('127.0.0.1', 'localhost')
+    const elsewhere = signing.certUrl.replace('127.0.0.1', 'localhost')
     const result = await verify(signed(capture, { url: elsewhere }))
     expect(result.reasons[0]).toMatch(
       /^paypal: cert url origin http:\/\/localhost:\d+ is not in PAYPAL_CERT_ORIGINS$/,
     )
-    expect(server.hits.size).toBe(0)
+    expect(signing.server.hits.size).toBe(0)
   })
 
   it('allows http only for an origin listed with http (the default list is https)', async () => {
     const result = await verify(signed(capture), { env: { ...env, PAYPAL_CERT_ORIGINS: undefined } })
     expect(result.reasons[0]).toMatch(/is not in PAYPAL_CERT_ORIGINS/)
-    expect(server.hits.size).toBe(0)
+    expect(signing.server.hits.size).toBe(0)
   })
 
   it('rejects a cert URL outside /v1/notifications/certs/', async () => {
     for (const url of [
-      `${server.origin}/v1/other/CERT-1`,
-      `${server.origin}/v1/notifications/certs/../../other/CERT-1`,
-      `${certUrl}?x=1`,
+      `${signing.server.origin}/v1/other/CERT-1`,
+      `${signing.server.origin}/v1/notifications/certs/../../other/CERT-1`,
+      `${signing.certUrl}?x=1`,
     ]) {
       const result = await verify(signed(capture, { url }))
       expect(result.reasons[0]).toMatch(/is not of the form \/v1\/notifications\/certs\/<id>/)
     }
-    expect(server.hits.size).toBe(0)
+    expect(signing.server.hits.size).toBe(0)
   })
 
   it('does not follow a redirect, even to an allowed certificate', async () => {
-    const url = server.redirect('CERT-redirect', certUrl)
+    const url = signing.server.redirect('CERT-redirect', signing.certUrl)
     const result = await verify(signed(capture, { url }))
     expect(result.reasons[0]).toMatch(/answered 302 \(redirects are not followed\)/)
-    expect(server.hits.get(new URL(certUrl).pathname)).toBeUndefined()
+    expect(signing.server.hits.get(new URL(signing.certUrl).pathname)).toBeUndefined()
   })
 
   it('rejects an answer larger than 64 KiB', async () => {
-    const url = server.serve('CERT-huge', leaf.chainPem + ' '.repeat(65 * 1024))
+    const url = signing.server.serve('CERT-huge', signing.leaf.chainPem + ' '.repeat(65 * 1024))
     expect((await verify(signed(capture, { url }))).reasons[0]).toMatch(/more than 65536 bytes/)
   })
 
   it('caches a certificate by URL', async () => {
     expect((await verify(signed(capture))).valid).toBe(true)
     expect((await verify(signed(capture))).valid).toBe(true)
-    expect(server.hits.get(new URL(certUrl).pathname)).toBe(1)
+    expect(signing.server.hits.get(new URL(signing.certUrl).pathname)).toBe(1)
   })
 
   it('does not cache a failed download', async () => {
-    const url = `${server.origin}/v1/notifications/certs/CERT-later`
+    const url = `${signing.server.origin}/v1/notifications/certs/CERT-later`
     expect((await verify(signed(capture, { url }))).reasons[0]).toMatch(/answered 404/)
-    server.serve('CERT-later', leaf.chainPem)
+    signing.server.serve('CERT-later', signing.leaf.chainPem)
     expect((await verify(signed(capture, { url }))).valid).toBe(true)
   })
 

@@ -3,26 +3,10 @@ import { shopify } from '../../providers/shopify.ts'
 import { twilio } from '../../providers/twilio.ts'
 import { eventsFor, serializeEvent } from '../../src/events.ts'
 import type { Provider } from '../../src/provider.ts'
-import type { StoredWebhook } from '../../src/store.ts'
+import { storedWebhook } from '../support/provider-request.ts'
 
-const stored = (provider: Provider, body: string, headers: Record<string, string>): StoredWebhook => ({
-  id: '6f1c1c4e-2b7e-4a51-9f0e-0c9f5e1d2a33',
-  provider: provider.name,
-  eventKey: 'key-1',
-  eventType: 'orders/create',
-  method: 'POST',
-  path: `/webhooks/${provider.name}`,
-  publicUrl: `https://hooks.example.com/webhooks/${provider.name}`,
-  headers,
-  body: Buffer.from(body),
-  receivedAt: new Date('2026-11-22T10:00:00.000Z'),
-  status: 'pending',
-  attempts: 0,
-  nextAttemptAt: new Date(),
-  lastError: null,
-  publishedEventIds: [],
-  publishedAt: null,
-})
+const stored = (provider: Provider, body: string, headers: Record<string, string>) =>
+  storedWebhook(provider.name, body, { eventType: 'orders/create', headers })
 
 describe('serializeEvent', () => {
   it('publishes a raw event’s JSON exactly as the provider sent it, digits beyond 2^53 included', () => {

@@ -1,13 +1,10 @@
-import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { stripe } from '../../providers/stripe.ts'
 import { internalEvents } from '../../src/registry.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
-import { stripeDelivery } from '../support/signed.ts'
+import { stripeDelivery, stripeFixture } from '../support/signed.ts'
 
 const secret = 'whsec_test_primary'
-const fixture = (type: string) =>
-  JSON.parse(readFileSync(new URL(`../fixtures/stripe/${type}.json`, import.meta.url), 'utf8'))
 const now = Date.UTC(2026, 10, 22, 12, 0, 0)
 const nowSeconds = Math.floor(now / 1000)
 
@@ -24,7 +21,7 @@ function signed(
 }
 
 describe('stripe.verify', () => {
-  const event = fixture('payment_intent.succeeded')
+  const event = stripeFixture('payment_intent.succeeded')
 
   it('accepts a delivery signed by Stripe’s SDK', async () => {
     expect(await stripe.verify(signed(event), secret, verifyContext({}, now))).toBe(true)
@@ -110,7 +107,7 @@ describe('stripe.verify', () => {
 
 describe('stripe.parse, eventKey, eventType', () => {
   it('keys on the event id and types on the event type', () => {
-    const req = signed(fixture('payment_intent.succeeded'))
+    const req = signed(stripeFixture('payment_intent.succeeded'))
     const payload = stripe.parse(req)
     expect(stripe.eventKey(req, payload)).toBe('evt_3QxYz2LkdIwHu7ix0aBcDeFg')
     expect(stripe.eventType(req, payload)).toBe('payment_intent.succeeded')
@@ -134,7 +131,7 @@ describe('stripe.parse, eventKey, eventType', () => {
 
 describe('stripe handlers', () => {
   const mapped = (type: string, change?: (event: any) => void) => {
-    const event = fixture(type)
+    const event = stripeFixture(type)
     change?.(event)
     const req = signed(event)
     return internalEvents(stripe, type, stripe.parse(req), req)
