@@ -168,6 +168,21 @@ describe('Shopify through HTTP to RabbitMQ', () => {
   })
 })
 
+describe('Shopify ids beyond 2^53', () => {
+  it('reach consumers digit for digit in the raw event', async () => {
+    // JSON.parse would turn 820982911946154508 into 820982911946154500: the raw event must not.
+    const body =
+      '{"id":820982911946154508,"admin_graphql_api_id":"gid://shopify/Order/820982911946154508","order_number":1002,"total_price":"5.00","currency":"EUR","line_items":[]}'
+    const accepted = await post(
+      'shopify',
+      shopifyDelivery('orders/create', {}, { secret: shopifySecret, body }),
+    )
+    const byKey = await published(accepted.body.id, ['raw.shopify.orders.create', 'order.created'])
+    expect(byKey['raw.shopify.orders.create']!.content).toContain(`"data":${body}`)
+    expect(byKey['order.created']!.event.data).toMatchObject({ order_id: '820982911946154508' })
+  })
+})
+
 describe('PayPal through HTTP to RabbitMQ', () => {
   it('publishes a signed capture once, counts a resend as a duplicate and refuses a forgery', async () => {
     const event = paypalEvent('PAYMENT.CAPTURE.COMPLETED', {

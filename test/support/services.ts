@@ -202,6 +202,8 @@ export async function deleteTopology(exchange: string): Promise<void> {
 export interface Received {
   readonly routingKey: string
   readonly event: CloudEvent
+  /** The message body as it arrived, for what a JSON parse would change (integers beyond 2^53). */
+  readonly content: string
   readonly properties: ConsumeMessage['properties']
 }
 
@@ -229,6 +231,7 @@ export async function captureEvents(config: Config): Promise<Capture> {
       messages.push({
         routingKey: message.fields.routingKey,
         event: JSON.parse(message.content.toString('utf8')),
+        content: message.content.toString('utf8'),
         properties: message.properties,
       })
     },
