@@ -119,9 +119,8 @@ export async function startGateway(
       checkHealth({
         postgres: () => store.ping(),
         redis: () => redis.ping(),
-        rabbitmq: async () => {
-          if (!publisher.connected) throw new Error('not connected')
-        },
+        // A round trip, not a flag: a stalled broker keeps its connection open but answers nothing.
+        rabbitmq: () => publisher.ping(),
       }),
   })
 

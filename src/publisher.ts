@@ -59,6 +59,13 @@ export class Publisher {
     this.connectedSignal = undefined
   }
 
+  /** A round trip to the broker on the publishing channel: fails when it is gone or has stopped answering. */
+  async ping(): Promise<void> {
+    const channel = this.channel
+    if (!channel) throw new BrokerUnavailable('rabbitmq: not connected')
+    await channel.checkExchange(this.options.exchange)
+  }
+
   /** Publishes persistent messages and resolves when the broker has confirmed every one. */
   async publish(events: readonly CloudEvent[]): Promise<void> {
     const channel = this.channel

@@ -209,6 +209,19 @@ describe('RabbitMQ outages', () => {
 
   // A stalled broker keeps the TCP connection open and answers nothing (a frozen node, a partition that
   // drops packets). amqplib would wait for the broker's Close-Ok forever; stop() cuts the socket instead.
+  it('reports rabbitmq down on /health while the broker stops answering, and up once it answers again', async () => {
+    const { proxy, gateway } = await gatewayBehindBrokerProxy({ paused: false })
+    await waitFor(() => gateway.gateway.publisher.connected)
+    expect(await health(gateway)).toMatchObject({ status: 200, body: { checks: { rabbitmq: 'up' } } })
+    proxy.stall()
+    expect(await health(gateway)).toMatchObject({
+      status: 200,
+      body: { status: 'degraded', checks: { postgres: 'up', rabbitmq: 'down' } },
+    })
+    proxy.resume()
+    await waitFor(async () => (await health(gateway)).body.status === 'ok')
+  })
+
   it('stops within 10 s when RabbitMQ stops answering', async () => {
     const { proxy, gateway } = await gatewayBehindBrokerProxy({ paused: false })
     await waitFor(() => gateway.gateway.publisher.connected)
