@@ -29,14 +29,15 @@ export const shopify: Provider<ShopifyPayload> = {
 
   parse: (req) => parseJsonObject(req.body, 'shopify'),
 
-  // A retry keeps its webhook id. Deliveries that carry only an event id (which every subscription to
-  // the same event shares) are told apart by topic.
+  // A retry keeps its webhook id. The newer event deliveries (`shopify-*` headers) carry no webhook id, only
+  // an event id that every subscription to the event shares: the subscription's handle, else the topic,
+  // tells them apart (header names as in Shopify's own shopify-app-js).
   eventKey(req) {
     const webhookId = shopifyHeader(req, 'webhook-id')
     if (webhookId) return webhookId
     const eventId = shopifyHeader(req, 'event-id')
-    const topic = shopifyHeader(req, 'topic')
-    return eventId && topic ? `event:${eventId}:${topic}` : undefined
+    const subscription = shopifyHeader(req, 'handle') ?? shopifyHeader(req, 'topic')
+    return eventId && subscription ? `event:${eventId}:${subscription}` : undefined
   },
 
   eventType: (req) => shopifyHeader(req, 'topic'),

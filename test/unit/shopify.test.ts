@@ -110,6 +110,15 @@ describe('shopify.eventKey and eventType', () => {
     })
   })
 
+  it('tells two subscriptions to one event apart by their handle when there is no webhook id', () => {
+    const req = signed('orders/create', order, { eventId: 'ev-10', unprefixed: true })
+    const { ['shopify-webhook-id']: _, ...headers } = req.headers
+    const keyFor = (handle: string) =>
+      keyAndType({ ...req, headers: { ...headers, 'shopify-handle': handle } }).key
+    expect(keyFor('erp-sync')).toBe('event:ev-10:erp-sync')
+    expect(keyFor('analytics')).toBe('event:ev-10:analytics')
+  })
+
   it('has no key without a webhook id or event id, and no type without a topic (answered 400)', () => {
     const req = signed('orders/create', order)
     const { ['x-shopify-webhook-id']: _, ['x-shopify-event-id']: __, ...noIds } = req.headers
