@@ -767,9 +767,9 @@ async function main(): Promise<number> {
           drain: true,
         },
         {
-          label: 'gateway ROLE=all, WORKER_CONCURRENCY=64',
+          label: 'gateway ROLE=all, WORKER_CONCURRENCY=8',
           kind: 'gateway',
-          env: { ROLE: 'all', WORKER_CONCURRENCY: '64' },
+          env: { ROLE: 'all', WORKER_CONCURRENCY: '8' },
           drain: true,
         },
       ],
