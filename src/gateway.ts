@@ -71,7 +71,9 @@ export async function startGateway(
   })
 
   const metrics = new Metrics()
-  metrics.gauge('webhooks_by_status', 'Stored webhooks by status', 'status', () => store.countByStatus())
+  metrics.gauge('webhooks_unpublished', 'Stored webhooks not yet published, by status', 'status', () =>
+    store.countUnpublished(),
+  )
   const publisher = new Publisher({
     url: config.amqpUrl,
     exchange: config.exchange,

@@ -335,7 +335,8 @@ describe('/health and /metrics', () => {
     expect(response.headers.get('content-type')).toMatch(/^text\/plain/)
     const text = await response.text()
     expect(text).toMatch(/^webhooks_received_total\{provider="stripe",outcome="accepted"\} \d+$/m)
-    expect(text).toMatch(/^webhooks_by_status\{status="published"\} \d+$/m)
+    for (const status of ['pending', 'retrying', 'dead'])
+      expect(text).toMatch(new RegExp(`^webhooks_unpublished\\{status="${status}"\\} \\d+$`, 'm'))
   })
 })
 
