@@ -231,6 +231,39 @@ describe('a verified GitHub delivery', () => {
   })
 })
 
+describe('a delivery through a web Request (app.request, runtimes other than Node)', () => {
+  it('is read, verified, stored and limited the same way as through the Node server', async () => {
+    const event = uniqueStripe('payment_intent.succeeded')
+    const { body, headers } = stripeDelivery(event, { secret: stripeSecret })
+    // A streamed body, as a fetch-style runtime hands it over.
+    const stream = new Blob([body]).stream()
+    const response = await gw.gateway.app.request('/webhooks/stripe', {
+      method: 'POST',
+      body: stream,
+      headers,
+      duplex: 'half',
+    } as RequestInit)
+    const answer = await json(response)
+    expect(answer.status).toBe('accepted')
+    const stored = await gw.gateway.store.get(answer.id)
+    expect(stored!.body.equals(Buffer.from(body))).toBe(true)
+    expect(stored!.path).toBe('/webhooks/stripe')
+
+    const big = stripeDelivery(
+      { ...uniqueStripe('payment_intent.succeeded'), padding: 'x'.repeat(5000) },
+      { secret: stripeSecret },
+    )
+    const { ['content-length']: _, ...noLength } = big.headers
+    const tooLarge = await gw.gateway.app.request('/webhooks/stripe', {
+      method: 'POST',
+      body: new Blob([big.body]).stream(),
+      headers: noLength,
+      duplex: 'half',
+    } as RequestInit)
+    expect(tooLarge.status).toBe(413)
+  })
+})
+
 describe('refused deliveries', () => {
   it('answers 401 with the same generic body for a forged, stale or unsigned delivery, and stores nothing', async () => {
     const event = uniqueStripe('payment_intent.succeeded')
