@@ -106,16 +106,14 @@ export async function ingest(
     })
   const receivedAt = new Date()
 
+  const limit = bodyLimit(deps.config, provider)
   let body: Buffer
   try {
-    body = await readBody(delivery, bodyLimit(deps.config, provider))
+    body = await readBody(delivery, limit)
   } catch (error) {
     if (!(error instanceof BodyTooLarge)) throw error
     outcome('too_large')
-    log.warn('rejected: body over the limit', {
-      provider: provider.name,
-      limit: bodyLimit(deps.config, provider),
-    })
+    log.warn('rejected: body over the limit', { provider: provider.name, limit })
     return { status: 413, body: { error: 'payload too large' } }
   }
   const req = toRequest(delivery, body, deps.config, receivedAt)
