@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import postgres from 'postgres'
 
 export type Sql = postgres.Sql<{}>
@@ -9,9 +10,29 @@ export function connectDatabase(url: string, max: number): Sql {
     // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
     connect_timeout: 5,
     idle_timeout: 60,
-    connection: { application_name: 'webhook-gateway' },
+    // byteaFromHex reads the hex form, whatever the server's default is.
+    connection: { application_name: 'webhook-gateway', bytea_output: 'hex' },
+    types: { bytea: { to: 17, from: [17], serialize: byteaText, parse: byteaFromHex } },
   })
 }
+
+/**
+ * A bytea parameter as text in Postgres' escape format: a UTF-8 body (every JSON or form webhook) goes as
+ * itself with backslashes doubled and NULs as `\000`, half the bytes of the hex form on the wire
+ * and in Postgres' parser; anything else goes as hex. postgres.js sends every parameter as text, so this is
+ * the cheapest exact form.
+ */
+export function byteaText(value: Uint8Array): string {
+  const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  if (!isUtf8(bytes)) return '\\x' + bytes.toString('hex')
+  let text = bytes.toString('utf8')
+  if (text.includes('\\')) text = text.replaceAll('\\', '\\\\')
+  if (text.includes('\0')) text = text.replaceAll('\0', '\\000')
+  return text
+}
+
+/** bytea_output is hex (the default): `\x` then two digits per byte. */
+const byteaFromHex = (text: string): Buffer => Buffer.from(text.slice(2), 'hex')
 
 export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
 

@@ -61,6 +61,9 @@ describe('the gateway process', () => {
       const answer = (await response.json()) as { status: string; id: string }
       expect(answer.status).toBe('accepted')
       await events.waitFor((messages) => messages.filter((m) => m.event.webhookid === answer.id).length === 2)
+      // Log lines are written once per turn of the event loop: this one is out before the process stops.
+      await waitFor(() => gateway.output().includes(`"id":"${answer.id}"`), 5000, 20)
+      expect(gateway.output()).toMatch(new RegExp(`"msg":"accepted".*"id":"${answer.id}"`))
 
       const stoppedAt = Date.now()
       gateway.child.kill('SIGTERM')

@@ -1,0 +1,83 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { migrate } from '../../src/migrate.ts'
+import { byteaText, connectDatabase, createStore, type NewWebhook, type Sql } from '../../src/store.ts'
+import { createTestDatabase } from '../support/services.ts'
+
+let database: Awaited<ReturnType<typeof createTestDatabase>>
+let sql: Sql
+let store: ReturnType<typeof createStore>
+
+beforeAll(async () => {
+  database = await createTestDatabase()
+  sql = connectDatabase(database.url, 2)
+  await migrate(sql)
+  store = createStore(sql)
+})
+afterAll(async () => {
+  await sql?.end()
+  await database?.drop()
+})
+
+const webhook = (body: Buffer): NewWebhook => ({
+  id: randomUUID(),
+  provider: 'github',
+  eventKey: randomUUID(),
+  eventType: 'push',
+  method: 'POST',
+  path: '/webhooks/github',
+  publicUrl: 'http://127.0.0.1/webhooks/github',
+  headers: { 'content-type': 'application/json' },
+  body,
+  receivedAt: new Date(),
+})
+
+// Bodies that the escape form must carry exactly, and ones that must fall back to hex.
+const bodies: Record<string, Buffer> = {
+  'JSON with escaped quotes and newlines': Buffer.from(
+    '{"message":"a \\"quoted\\" line\\nnext","path":"C:\\\\dir"}',
+  ),
+  'a NUL byte in valid UTF-8': Buffer.from('before\u0000after'),
+  'text that starts like the hex form': Buffer.from('\\x41424344'),
+  'a backslash followed by three digits': Buffer.from('\\000\\123\\\\'),
+  'multi-byte UTF-8': Buffer.from('{"name":"Zoë 東京 🚀"}'),
+  'invalid UTF-8': Buffer.from([0xff, 0xfe, 0x00, 0x5c, 0x78, 0x80, 0xc3]),
+  empty: Buffer.alloc(0),
+  'every byte value': Buffer.from(Array.from({ length: 256 }, (_, byte) => byte)),
+}
+
+describe('store', () => {
+  it('sends a UTF-8 body in the escape form and anything else as hex', () => {
+    expect(byteaText(Buffer.from('{"a":"b\\\\c"}'))).toBe('{"a":"b\\\\\\\\c"}')
+    expect(byteaText(Buffer.from('x\u0000y'))).toBe('x\\000y')
+    expect(byteaText(Buffer.from([0xff, 0x00]))).toBe('\\xff00')
+  })
+
+  for (const [name, body] of Object.entries(bodies)) {
+    it(`stores ${name} byte for byte`, async () => {
+      const stored = webhook(body)
+      const [result] = await store.insertWebhooks([stored])
+      expect(result).toEqual({ id: stored.id, duplicate: false })
+      const read = await store.get(stored.id)
+      expect(read!.body.equals(body)).toBe(true)
+      const [row] =
+        await sql`SELECT length(body) AS length, sha256(body) AS hash FROM webhooks WHERE id = ${stored.id}`
+      expect(row!.length).toBe(body.length)
+      expect(Buffer.from(row!.hash).equals(createHash('sha256').update(body).digest())).toBe(true)
+    })
+  }
+
+  it('stores a group of mixed bodies in one statement, each exactly', async () => {
+    const group = Object.values(bodies).map(webhook)
+    const results = await store.insertWebhooks(group)
+    expect(results.every((result) => !result.duplicate)).toBe(true)
+    for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
+  })
+
+  it('compresses large bodies with lz4 (this server has it)', async () => {
+    const large = webhook(Buffer.from(JSON.stringify({ filler: 'webhook '.repeat(2000) })))
+    await store.insertWebhooks([large])
+    const [row] = await sql`SELECT pg_column_compression(body) AS method FROM webhooks WHERE id = ${large.id}`
+    expect(row!.method).toBe('lz4')
+  })
+})
