@@ -2,37 +2,52 @@ import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 
 /**
- * A small closed-loop HTTP/1.1 load generator: C keep-alive connections, each sending its next
- * pre-serialized request as soon as the previous answer is complete. Raw sockets rather than node:http or
- * fetch, so that on a 2-core machine the generator takes as little CPU as it can from the servers it drives.
+ * A small closed-loop HTTP/1.1 load generator: C keep-alive connections, each sending its next request as
+ * soon as the previous answer is complete, until a time limit or a request count is reached. Raw sockets
+ * rather than node:http or fetch, so that on a 2-core machine the generator takes as little CPU as it can
+ * from the servers it drives. Requests are built one at a time, when sent, so a run of 512 KB bodies needs
+ * no more memory than one of 1 KB bodies.
  */
 
 /** What became of one request. */
 export const Outcome = {
-  notSent: 0,
+  notAnswered: 0,
   accepted: 1,
-  /** A 2xx whose body is not `"status":"accepted"` (for the gateway: a duplicate). */
+  /** A 2xx whose body `isAccepted` refuses (for the gateway: a duplicate). */
   otherSuccess: 2,
   httpError: 3,
   /** Connection refused or reset, or no complete answer within the timeout. */
   transportError: 4,
 } as const
 
+/** One request on the wire: the head (request line and headers, through the blank line) and the body. */
+export interface WireRequest {
+  readonly head: string
+  readonly body: Buffer
+}
+
 export interface LoadOptions {
   readonly host: string
   readonly port: number
-  /** Complete HTTP/1.1 requests, serialized ahead of time; each is sent once, in order. */
-  readonly requests: readonly Buffer[]
   readonly connections: number
+  /** No request starts after this long; those in flight finish (or time out). */
+  readonly durationMs: number
+  /** No more than this many requests are sent, whatever the time. */
+  readonly maxRequests: number
   /** A request with no complete answer after this long counts as a transport error; its connection is replaced. */
   readonly requestTimeoutMs: number
-  /** No request starts after this long; the rest stay not sent. */
-  readonly maxDurationMs: number
+  /** Builds request number `index` (0, 1, 2... in the order sent). */
+  readonly request: (index: number) => WireRequest
+  /** Whether a 2xx answer's body means "accepted"; by default every 2xx does. */
+  readonly isAccepted?: (body: string) => boolean
 }
 
 export interface LoadResult {
+  /** From the first connection attempt to the last answer. */
   readonly elapsedMs: number
-  /** Per request, one of `Outcome`. */
+  /** Requests written to a socket. */
+  readonly sent: number
+  /** Per request sent, one of `Outcome`. */
   readonly outcomes: Uint8Array
   /** Latency of every answered request, in ms, sorted ascending. */
   readonly latenciesMs: Float64Array
@@ -42,27 +57,25 @@ export interface LoadResult {
   readonly cpuMs: number
 }
 
+/** The head of a POST with a body of `bodyLength` bytes; header values must be latin1. */
+export function requestHead(options: {
+  readonly host: string
+  readonly port: number
+  readonly path: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly bodyLength: number
+}): string {
+  let head = `POST ${options.path} HTTP/1.1\r\nHost: ${options.host}:${options.port}\r\n`
+  for (const [name, value] of Object.entries(options.headers)) head += `${name}: ${value}\r\n`
+  return `${head}Content-Length: ${options.bodyLength}\r\n\r\n`
+}
+
 interface ParsedResponse {
   readonly status: number
   readonly body: string
   /** Bytes the response took, so pipelined leftovers could be kept (none are expected). */
   readonly length: number
   readonly close: boolean
-}
-
-/** Serializes one request: the bytes sent on the wire, Host and Content-Length included. */
-export function buildRequest(options: {
-  readonly host: string
-  readonly port: number
-  readonly path: string
-  readonly headers: Readonly<Record<string, string>>
-  readonly body: string
-}): Buffer {
-  const body = Buffer.from(options.body, 'utf8')
-  const lines = [`POST ${options.path} HTTP/1.1`, `Host: ${options.host}:${options.port}`]
-  for (const [name, value] of Object.entries(options.headers)) lines.push(`${name}: ${value}`)
-  lines.push(`Content-Length: ${body.length}`, '', '')
-  return Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), body])
 }
 
 /** Parses one complete response at the start of `data`, or returns undefined when more bytes are needed. */
@@ -101,6 +114,38 @@ function parseResponse(data: Buffer): ParsedResponse | undefined {
   return { status, close, body: '', length: bodyStart }
 }
 
+/** A Float64Array that doubles when full: the request count is known only at the end. */
+class Samples {
+  private values = new Float64Array(16_384)
+  length = 0
+  push(value: number): void {
+    if (this.length === this.values.length) {
+      const grown = new Float64Array(this.values.length * 2)
+      grown.set(this.values)
+      this.values = grown
+    }
+    this.values[this.length++] = value
+  }
+  sorted(): Float64Array {
+    return this.values.slice(0, this.length).sort()
+  }
+}
+
+class Outcomes {
+  private values = new Uint8Array(16_384)
+  set(index: number, outcome: number): void {
+    while (index >= this.values.length) {
+      const grown = new Uint8Array(this.values.length * 2)
+      grown.set(this.values)
+      this.values = grown
+    }
+    this.values[index] = outcome
+  }
+  first(count: number): Uint8Array {
+    return this.values.slice(0, count)
+  }
+}
+
 interface Connection {
   readonly socket: net.Socket
   /** Index of the request awaiting its answer, or -1. */
@@ -108,20 +153,21 @@ interface Connection {
   sentAt: number
 }
 
-/** Sends every request once over `connections` keep-alive connections and measures each answer. */
+/** Drives the server with a closed loop of `connections` keep-alive connections and measures each answer. */
 export function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const total = options.requests.length
-  const outcomes = new Uint8Array(total)
-  const latencies = new Float64Array(total)
+  const isAccepted = options.isAccepted ?? (() => true)
+  const outcomes = new Outcomes()
+  const latencies = new Samples()
   const statuses = new Map<number, number>()
   const open = new Set<Connection>()
   const started = performance.now()
   const cpuAtStart = process.cpuUsage()
-  const deadline = started + options.maxDurationMs
+  const deadline = started + options.durationMs
   // A server that refuses connections must not make us spin: a bounded number of replacements.
   let reconnectsLeft = options.connections * 10
-  let answered = 0
+  let lastAnswerAt = started
   let next = 0
+  const more = () => next < options.maxRequests && performance.now() < deadline
 
   return new Promise((resolve) => {
     let finished = false
@@ -131,9 +177,10 @@ export function runLoad(options: LoadOptions): Promise<LoadResult> {
       clearInterval(watchdog)
       const cpu = process.cpuUsage(cpuAtStart)
       resolve({
-        elapsedMs: performance.now() - started,
-        outcomes,
-        latenciesMs: latencies.subarray(0, answered).sort(),
+        elapsedMs: lastAnswerAt - started,
+        sent: next,
+        outcomes: outcomes.first(next),
+        latenciesMs: latencies.sorted(),
         statuses,
         cpuMs: (cpu.user + cpu.system) / 1000,
       })
@@ -147,13 +194,19 @@ export function runLoad(options: LoadOptions): Promise<LoadResult> {
       let pending: Buffer | undefined
 
       const sendNext = () => {
-        if (next >= total || performance.now() > deadline) {
+        if (!more()) {
           socket.end()
           return
         }
-        connection.inFlight = next++
+        const index = next++
+        const { head, body } = options.request(index)
+        connection.inFlight = index
         connection.sentAt = performance.now()
-        socket.write(options.requests[connection.inFlight]!)
+        // Head and body leave in one writev.
+        socket.cork()
+        socket.write(head, 'latin1')
+        socket.write(body)
+        socket.uncork()
       }
 
       socket.on('connect', sendNext)
@@ -169,14 +222,17 @@ export function runLoad(options: LoadOptions): Promise<LoadResult> {
         if (!response || connection.inFlight < 0) return
         const index = connection.inFlight
         connection.inFlight = -1
-        latencies[answered++] = performance.now() - connection.sentAt
+        lastAnswerAt = performance.now()
+        latencies.push(lastAnswerAt - connection.sentAt)
         statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
-        outcomes[index] =
+        outcomes.set(
+          index,
           response.status >= 200 && response.status < 300
-            ? response.body.includes('"status":"accepted"')
+            ? isAccepted(response.body)
               ? Outcome.accepted
               : Outcome.otherSuccess
-            : Outcome.httpError
+            : Outcome.httpError,
+        )
         pending = response.length < pending.length ? pending.subarray(response.length) : undefined
         if (response.close) socket.end()
         else sendNext()
@@ -185,10 +241,9 @@ export function runLoad(options: LoadOptions): Promise<LoadResult> {
       socket.on('error', () => {})
       socket.on('close', () => {
         open.delete(connection)
-        if (connection.inFlight >= 0) outcomes[connection.inFlight] = Outcome.transportError
+        if (connection.inFlight >= 0) outcomes.set(connection.inFlight, Outcome.transportError)
         connection.inFlight = -1
-        const more = next < total && performance.now() <= deadline
-        if (more && !finished && reconnectsLeft-- > 0) connect()
+        if (more() && !finished && reconnectsLeft-- > 0) connect()
         else if (open.size === 0) finish()
       })
     }
@@ -200,8 +255,8 @@ export function runLoad(options: LoadOptions): Promise<LoadResult> {
           connection.socket.destroy()
     }, 100)
 
-    const connections = Math.max(1, Math.min(options.connections, total))
-    if (total === 0) finish()
+    const connections = Math.max(1, Math.min(options.connections, options.maxRequests))
+    if (options.maxRequests <= 0) finish()
     else for (let i = 0; i < connections; i++) connect()
   })
 }
@@ -210,4 +265,11 @@ export function runLoad(options: LoadOptions): Promise<LoadResult> {
 export function quantile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
+}
+
+/** How many of `outcomes` are `outcome`. */
+export function countOf(outcomes: Uint8Array, outcome: number): number {
+  let count = 0
+  for (const value of outcomes) if (value === outcome) count++
+  return count
 }

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 /** The parts of a V8 .cpuprofile (`node --cpu-prof`) needed to total self time by function. */
 interface CpuProfile {
@@ -47,9 +48,11 @@ export function summarizeProfiles(
     const nameOf = new Map<number, { name: string; source: string }>()
     for (const node of profile.nodes) {
       const { functionName, url, lineNumber } = node.callFrame
-      const path = relative(root, url.replace(/^file:\/\//, ''))
+      const path = url.startsWith('file://') ? relative(root, fileURLToPath(url)) : url
+      // tsx compiles each file to one line, so a line number says something only elsewhere.
+      const line = lineNumber > 0 ? `:${lineNumber + 1}` : ''
       nameOf.set(node.id, {
-        name: `${functionName || '(anonymous)'} ${url ? `${path}:${lineNumber + 1}` : ''}`.trim(),
+        name: `${functionName || '(anonymous)'} ${path.replace(/^.*node_modules\//, '')}${line}`.trim(),
         source: sourceOf(url, path, functionName),
       })
     }
