@@ -82,6 +82,17 @@ export async function startGateway(
   })
   void publisher.start()
 
+  const intake = new Intake(store, {
+    maxBatch: config.intakeMaxBatch,
+    maxInFlight: config.intakeConcurrency,
+    timeoutMs: config.storeTimeoutMs,
+  })
+  let submittedBefore = 0
+  const intakeActive = () => {
+    const active = intake.submitted !== submittedBefore
+    submittedBefore = intake.submitted
+    return active
+  }
   const worker = runsWorker
     ? new Worker(store, publisher, providers, {
         concurrency: config.workerConcurrency,
@@ -90,15 +101,11 @@ export async function startGateway(
         retryDelaysSeconds: config.retryDelaysSeconds,
         log,
         metrics,
+        intakeActive: runsApi ? intakeActive : undefined,
       })
     : undefined
   await worker?.start()
 
-  const intake = new Intake(store, {
-    maxBatch: config.intakeMaxBatch,
-    maxInFlight: config.intakeConcurrency,
-    timeoutMs: config.storeTimeoutMs,
-  })
   const app = createApp({
     config,
     providers,

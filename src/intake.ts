@@ -31,6 +31,7 @@ export class StorageTimeout extends Error {
 export class Intake {
   private readonly waiting: Waiting[] = []
   private inFlight = 0
+  private submissions = 0
   private drained: (() => void) | undefined
 
   constructor(
@@ -38,8 +39,14 @@ export class Intake {
     private readonly options: IntakeOptions,
   ) {}
 
+  /** How many webhooks were submitted so far: the worker's sign that deliveries are arriving. */
+  get submitted(): number {
+    return this.submissions
+  }
+
   /** Resolves once the webhook is committed (or found to be a duplicate); rejects if storage failed. */
   submit(webhook: NewWebhook): Promise<InsertResult> {
+    this.submissions++
     return new Promise((resolve, reject) => {
       const entry: Waiting = {
         webhook,

@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks'
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../providers/index.ts'
 import { eventsFor } from './events.ts'
 import type { Logger } from './log.ts'
@@ -15,6 +17,33 @@ export interface WorkerOptions {
   readonly retryDelaysSeconds: readonly number[]
   readonly log: Logger
   readonly metrics: Metrics
+  /**
+   * When this process also serves intake: whether deliveries arrived since the last call. While they do
+   * and the event loop is nearly full, the worker keeps to `shareUnderLoad` of it, so that acknowledging a
+   * delivery never waits behind publishing; what it leaves is published as soon as the load eases.
+   */
+  readonly intakeActive?: (() => boolean) | undefined
+  /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.2). */
+  readonly shareUnderLoad?: number | undefined
+}
+
+/** Webhooks mapped and handed to the broker per turn of the event loop, so requests get in between. */
+const publishChunk = 8
+
+/**
+ * How long the worker rests after a batch: nothing unless deliveries are arriving and the event loop was
+ * more than 80% busy since the last batch; then long enough that the worker's batches fill `share` of the
+ * time (at most a second), leaving the rest to acknowledging deliveries.
+ */
+export function pauseAfterBatch(options: {
+  readonly batchMs: number
+  readonly loopUtilization: number
+  readonly intakeActive: boolean
+  readonly share: number
+}): number {
+  if (!options.intakeActive || options.loopUtilization <= 0.8) return 0
+  const share = Math.min(1, Math.max(0.01, options.share))
+  return Math.min(1000, (options.batchMs * (1 - share)) / share)
 }
 
 /** Claims stored webhooks, maps them, publishes them with confirms, and records the outcome. */
@@ -69,7 +98,9 @@ export class Worker {
 
   private async drain(): Promise<void> {
     const { log, concurrency, leaseSeconds } = this.options
+    let loop = performance.eventLoopUtilization()
     while (!this.stopped) {
+      const batchStarted = performance.now()
       this.again = false
       if (!this.publisher.connected) {
         // Wait for the broker rather than spend attempts on webhooks that cannot be published.
@@ -87,13 +118,35 @@ export class Worker {
         return
       }
       if (claimed.length === 0) return
-      const results = await Promise.all(claimed.map((webhook) => this.publish(webhook)))
-      const published = results.filter((result) => result !== undefined)
+      const publishing: Promise<{ id: string; eventIds: string[] } | undefined>[] = []
+      for (let at = 0; at < claimed.length; at += publishChunk) {
+        if (at > 0) await nextTurn()
+        for (const webhook of claimed.slice(at, at + publishChunk)) publishing.push(this.publish(webhook))
+      }
+      const published = (await Promise.all(publishing)).filter((result) => result !== undefined)
       // One statement for the batch; should it fail, the leases bring these back and the same ids go out again.
       await this.store.markPublished(published).catch((error: unknown) => {
         log.error('worker: could not record published webhooks; they will be published again', { error })
       })
+      loop = await this.holdBackUnderLoad(performance.now() - batchStarted, loop)
     }
+  }
+
+  /** Pauses after a batch that took `batchMs` while intake keeps the event loop busy (see intakeActive). */
+  private async holdBackUnderLoad(
+    batchMs: number,
+    since: ReturnType<typeof performance.eventLoopUtilization>,
+  ): Promise<ReturnType<typeof performance.eventLoopUtilization>> {
+    const now = performance.eventLoopUtilization()
+    const pauseMs = pauseAfterBatch({
+      batchMs,
+      loopUtilization: performance.eventLoopUtilization(now, since).utilization,
+      intakeActive: this.options.intakeActive?.() ?? false,
+      share: this.options.shareUnderLoad ?? 0.2,
+    })
+    if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
+    // The next window includes this pause: intake that eased during it lets the worker run at full speed.
+    return now
   }
 
   /** Publishes one webhook's events; undefined when it failed (the failure is then already recorded). */
