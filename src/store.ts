@@ -1,10 +1,46 @@
 import { isUtf8 } from 'node:buffer'
+import { once } from 'node:events'
+import { connect as netConnect, type Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import postgres from 'postgres'
+import { copyWebhooks } from './copy.ts'
 
 export type Sql = postgres.Sql<{}>
 
+/** What postgres.js passes a socket factory: its parsed connection options. */
+interface SocketOptions {
+  readonly host: readonly string[]
+  readonly port: readonly number[]
+  readonly path: string | false
+  readonly connect_timeout: number
+}
+
+/**
+ * A connected socket with Nagle's algorithm off. postgres.js leaves it on, and a COPY's closing message,
+ * a few bytes sent right after the data, then waits for the server's delayed ACK: 40 ms per group.
+ * Connects to the first host of the URL (or its Unix socket); postgres.js does TLS on top when asked.
+ */
+async function connectSocket(options: SocketOptions): Promise<Socket> {
+  const socket = options.path
+    ? netConnect(options.path)
+    : netConnect({ host: options.host[0] ?? 'localhost', port: options.port[0] ?? 5432 })
+  socket.setNoDelay(true)
+  try {
+    await Promise.race([
+      once(socket, 'connect'),
+      sleep(options.connect_timeout * 1000, undefined, { ref: false }).then(() => {
+        throw new Error(`postgres: no connection within ${options.connect_timeout} s`)
+      }),
+    ])
+  } catch (error) {
+    socket.destroy()
+    throw error
+  }
+  return socket
+}
+
 export function connectDatabase(url: string, max: number): Sql {
-  return postgres(url, {
+  const options = {
     max,
     onnotice: () => {},
     // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
@@ -13,7 +49,9 @@ export function connectDatabase(url: string, max: number): Sql {
     // byteaFromHex reads the hex form, whatever the server's default is.
     connection: { application_name: 'webhook-gateway', bytea_output: 'hex' },
     types: { bytea: { to: 17, from: [17], serialize: byteaText, parse: byteaFromHex } },
-  })
+  }
+  // postgres.js takes a socket factory but its types do not list the option.
+  return postgres(url, { ...options, socket: connectSocket } as typeof options)
 }
 
 /**
@@ -114,9 +152,10 @@ export function createStore(sql: Sql) {
     sql,
 
     /**
-     * Stores many deliveries with one multi-row INSERT (one commit for the group). Deliveries whose
+     * Stores many deliveries in one transaction (one commit for the group). Deliveries whose
      * (provider, event key) is already stored, in the table or earlier in the same group, are duplicates
-     * and get the first delivery's id.
+     * and get the first delivery's id. A group with no stored duplicate goes in with COPY; otherwise a
+     * multi-row INSERT ... ON CONFLICT DO NOTHING sorts them out.
      */
     async insertWebhooks(webhooks: readonly NewWebhook[]): Promise<InsertResult[]> {
       const firstInGroup = new Map<string, NewWebhook>()
@@ -124,7 +163,14 @@ export function createStore(sql: Sql) {
         const key = identity(webhook.provider, webhook.eventKey)
         if (!firstInGroup.has(key)) firstInGroup.set(key, webhook)
       }
-      const rows = [...firstInGroup.values()].map((webhook) => ({
+      const firsts = [...firstInGroup.values()]
+      if (await copyWebhooks(sql, firsts)) {
+        return webhooks.map((webhook) => {
+          const first = firstInGroup.get(identity(webhook.provider, webhook.eventKey))!
+          return { id: first.id, duplicate: first !== webhook }
+        })
+      }
+      const rows = firsts.map((webhook) => ({
         id: webhook.id,
         provider: webhook.provider,
         event_key: webhook.eventKey,

@@ -81,3 +81,40 @@ describe('store', () => {
     expect(row!.method).toBe('lz4')
   })
 })
+
+describe('store: duplicates', () => {
+  it('answers a group holding an already stored event with the first id, and stores the rest', async () => {
+    const stored = webhook(Buffer.from('{"first":true}'))
+    await store.insertWebhooks([stored])
+    const again = { ...webhook(Buffer.from('{"again":true}')), eventKey: stored.eventKey }
+    const fresh = webhook(Buffer.from('{"fresh":true}'))
+    const freshAgain = { ...webhook(Buffer.from('{"fresh":"again"}')), eventKey: fresh.eventKey }
+    const results = await store.insertWebhooks([fresh, again, freshAgain])
+    expect(results).toEqual([
+      { id: fresh.id, duplicate: false },
+      { id: stored.id, duplicate: true },
+      { id: fresh.id, duplicate: true },
+    ])
+    const rows =
+      await sql`SELECT id FROM webhooks WHERE event_key IN (${stored.eventKey}, ${fresh.eventKey}) ORDER BY id`
+    expect(rows.map((row) => row.id).sort()).toEqual([stored.id, fresh.id].sort())
+  })
+
+  it('stores one row when concurrent groups carry the same event, and tells the others it is a duplicate', async () => {
+    const eventKey = randomUUID()
+    const groups = Array.from({ length: 6 }, () => [
+      { ...webhook(Buffer.from('{"same":true}')), eventKey },
+      webhook(Buffer.from('{"other":true}')),
+    ])
+    const results = (await Promise.all(groups.map((group) => store.insertWebhooks(group)))).map(
+      (result) => result[0]!,
+    )
+    const accepted = results.filter((result) => !result.duplicate)
+    expect(accepted).toHaveLength(1)
+    expect(new Set(results.map((result) => result.id))).toEqual(new Set([accepted[0]!.id]))
+    const [row] = await sql`SELECT count(*)::int AS count FROM webhooks WHERE event_key = ${eventKey}`
+    expect(row!.count).toBe(1)
+    // Every group's other row went in, through COPY or the fallback.
+    for (const group of groups) expect(await store.get(group[1]!.id)).toBeDefined()
+  })
+})
