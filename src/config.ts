@@ -65,7 +65,6 @@ const schema = z.object({
   WORKER_LEASE_SECONDS: int(60),
   FAILED_VERIFY_LIMIT: int(30),
   FAILED_VERIFY_WINDOW_SECONDS: int(60),
-  IDEMPOTENCY_TTL_SECONDS: int(7 * 24 * 3600),
   DATABASE_POOL_SIZE: int(10),
   INTAKE_MAX_BATCH: int(500),
   INTAKE_CONCURRENCY: int(2),
@@ -101,7 +100,6 @@ export interface Config {
   readonly workerLeaseSeconds: number
   readonly failedVerifyLimit: number
   readonly failedVerifyWindowSeconds: number
-  readonly idempotencyTtlSeconds: number
   readonly intakeMaxBatch: number
   /** Group commits in flight at once; requests arriving meanwhile join the next group. */
   readonly intakeConcurrency: number
@@ -151,7 +149,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workerLeaseSeconds: Math.max(1, e.WORKER_LEASE_SECONDS),
     failedVerifyLimit: e.FAILED_VERIFY_LIMIT,
     failedVerifyWindowSeconds: Math.max(1, e.FAILED_VERIFY_WINDOW_SECONDS),
-    idempotencyTtlSeconds: Math.max(1, e.IDEMPOTENCY_TTL_SECONDS),
     intakeMaxBatch: Math.max(1, e.INTAKE_MAX_BATCH),
     intakeConcurrency: Math.max(1, e.INTAKE_CONCURRENCY),
     storeTimeoutMs: Math.max(1, e.STORE_TIMEOUT_MS),

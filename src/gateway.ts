@@ -6,7 +6,6 @@ import { providers as allProviders, type Providers } from '../providers/index.ts
 import { createApp } from './app.ts'
 import type { Config } from './config.ts'
 import { checkHealth } from './health.ts'
-import { Idempotency } from './idempotency.ts'
 import { Intake } from './intake.ts'
 import { createLogger, type Logger } from './log.ts'
 import { Metrics } from './metrics.ts'
@@ -51,10 +50,8 @@ export async function startGateway(
   const store = createStore(sql)
 
   const redis = new Redis(config.redisUrl, {
-    // Fail fast instead of queueing: Redis is only a fast path, Postgres answers when it is gone.
+    // Fail fast instead of queueing: Redis only counts failed verifications, and a request never waits on it.
     enableOfflineQueue: false,
-    // Concurrent requests' lookups and writes share one round trip.
-    enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
     commandTimeout: 500,
@@ -62,7 +59,7 @@ export async function startGateway(
   })
   let redisDown = false
   redis.on('error', (error) => {
-    if (!redisDown) log.warn('redis: unavailable, using postgres alone', { error })
+    if (!redisDown) log.warn('redis: unavailable, failed verifications are not counted', { error })
     redisDown = true
   })
   redis.on('ready', () => {
@@ -111,11 +108,6 @@ export async function startGateway(
     providers,
     store,
     intake,
-    idempotency: new Idempotency(redis, {
-      prefix: config.redisPrefix,
-      ttlSeconds: config.idempotencyTtlSeconds,
-      log,
-    }),
     failedVerifications: new FailedVerificationLimit(redis, {
       prefix: config.redisPrefix,
       limit: config.failedVerifyLimit,

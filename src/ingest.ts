@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Config } from './config.ts'
 import type { FailedVerificationLimit } from './ratelimit.ts'
-import type { Idempotency } from './idempotency.ts'
 import type { Intake } from './intake.ts'
 import type { Logger } from './log.ts'
 import type { Metrics } from './metrics.ts'
@@ -10,7 +9,6 @@ import { MalformedWebhook, type Provider, type WebhookRequest } from './provider
 export interface IngestDeps {
   readonly config: Config
   readonly intake: Pick<Intake, 'submit'>
-  readonly idempotency: Pick<Idempotency, 'lookup' | 'remember'>
   readonly failedVerifications: Pick<FailedVerificationLimit, 'recordFailure'>
   readonly metrics: Metrics
   readonly log: Logger
@@ -147,12 +145,6 @@ export async function ingest(
     return { status: 400, body: { error: `${provider.name}: no ${missing} in the delivery` } }
   }
 
-  const known = await deps.idempotency.lookup(provider.name, eventKey)
-  if (known) {
-    outcome('duplicate')
-    return { status: 200, body: { status: 'duplicate', id: known } }
-  }
-
   let stored
   try {
     stored = await deps.intake.submit({
@@ -172,7 +164,6 @@ export async function ingest(
     log.error('storage unavailable: answered 503', { provider: provider.name, eventKey, error })
     return { status: 503, body: { error: 'storage unavailable' } }
   }
-  deps.idempotency.remember(provider.name, eventKey, stored.id)
   if (stored.duplicate) {
     outcome('duplicate')
     return { status: 200, body: { status: 'duplicate', id: stored.id } }

@@ -50,8 +50,6 @@ export function testEnv(databaseUrl: string, overrides: Env = {}): Env {
     LOG_LEVEL: 'silent',
     WORKER_POLL_MS: '50',
     RETRY_DELAYS_SECONDS: '0.2,0.4,0.6',
-    // Redis is shared by every test run: its keys go away by themselves.
-    IDEMPOTENCY_TTL_SECONDS: '600',
     ...overrides,
   }
 }
