@@ -23,7 +23,7 @@ export interface WorkerOptions {
    * delivery never waits behind publishing; what it leaves is published as soon as the load eases.
    */
   readonly intakeActive?: (() => boolean) | undefined
-  /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.2). */
+  /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
 }
 
@@ -49,6 +49,8 @@ export function pauseAfterBatch(options: {
 /** Claims stored webhooks, maps them, publishes them with confirms, and records the outcome. */
 export class Worker {
   private running: Promise<void> | undefined
+  /** The last batch was followed by a pause for intake's sake. */
+  private holdingBack = false
   private again = false
   private stopped = false
   private poll: NodeJS.Timeout | undefined
@@ -112,7 +114,8 @@ export class Worker {
       }
       let claimed: StoredWebhook[]
       try {
-        claimed = await this.store.claimDue(concurrency, leaseSeconds)
+        // While holding back, small batches: each one blocks the event loop for less time.
+        claimed = await this.store.claimDue(this.holdingBack ? publishChunk : concurrency, leaseSeconds)
       } catch (error) {
         log.warn('worker: cannot claim webhooks, postgres unavailable', { error })
         return
@@ -142,8 +145,9 @@ export class Worker {
       batchMs,
       loopUtilization: performance.eventLoopUtilization(now, since).utilization,
       intakeActive: this.options.intakeActive?.() ?? false,
-      share: this.options.shareUnderLoad ?? 0.2,
+      share: this.options.shareUnderLoad ?? 0.1,
     })
+    this.holdingBack = pauseMs > 0
     if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
     // The next window includes this pause: intake that eased during it lets the worker run at full speed.
     return now
