@@ -92,6 +92,8 @@ export async function copyWebhooks(sql: Sql, webhooks: readonly NewWebhook[]): P
   try {
     // Queries in postgres.js are lazy: execute() sends BEGIN now, ahead of the COPY on this connection.
     const begun = connection.unsafe('BEGIN').execute()
+    // Awaited below; a connection lost before then must not surface as an unhandled rejection.
+    begun.catch(() => {})
     const stream = await connection.unsafe(`COPY webhooks (${columns}) FROM STDIN (FORMAT binary)`).writable()
     // A failed COPY destroys the stream; the transaction is then aborted and COMMIT answers ROLLBACK.
     stream.on('error', () => {})
