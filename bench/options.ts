@@ -24,6 +24,8 @@ export interface Settings {
   /** Sweep body sizes in bytes. */
   readonly sizes: readonly number[]
   readonly connections: number
+  /** Runs of each server; the tables show the run with the median req/s. */
+  readonly repeat: number
   readonly warmupMs: number
   readonly durationMs: number
   readonly maxRequests: number
@@ -47,11 +49,13 @@ ${Object.entries(defaultMatrix)
   .join('\n')}
   --sizes LIST          sweep body sizes in KB (default 1,8,64,512)
   -c, --connections N   concurrent keep-alive connections (default 50)
+  --repeat N            run the whole matrix N times, interleaved; tables show each server's median run by
+                          req/s, with every run's req/s under the table (default 1)
   -d, --duration S      measured seconds per run (default 10)
   --warmup S            warm-up seconds before each measurement (default 2)
   --max-requests N      most requests per measured run (default 1000000)
   --drain-limit S       how long to wait for the gateway to publish what it accepted (default 90)
-  --time-limit S        the whole bench, cleanup included (default 900; --quick 240)
+  --time-limit S        the whole bench, cleanup included (default 900 per repeat; --quick 240)
   --profile             CPU-profile the gateway's headline run (node --cpu-prof): self time by package and function
   --profile-dir DIR     keep the .cpuprofile files there (for Chrome DevTools or speedscope)
   --gateway-dir DIR     bench the gateway of another checkout, e.g. a git worktree with its own node_modules
@@ -68,6 +72,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
       servers: { type: 'string' },
       sizes: { type: 'string' },
       connections: { type: 'string', short: 'c' },
+      repeat: { type: 'string' },
       duration: { type: 'string', short: 'd' },
       warmup: { type: 'string' },
       'max-requests': { type: 'string' },
@@ -96,6 +101,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
         throw new Error(`bench: --${name} takes ${allowed.join(',')}, not ${item}`)
       return item.trim() as T
     })
+  const repeat = Math.round(number('repeat', values.repeat, 1, 1))
   return {
     quick,
     sections: values.only ? list('only', values.only, sections) : quick ? ['headline'] : [...sections],
@@ -104,12 +110,13 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
       .split(',')
       .map((kb) => Math.round(number('sizes', kb, 0, 1) * 1024)),
     connections: number('connections', values.connections, 50, 1),
+    repeat,
     warmupMs: number('warmup', values.warmup, quick ? 1 : 2) * 1000,
     durationMs: number('duration', values.duration, quick ? 3 : 10, 0.1) * 1000,
     maxRequests: number('max-requests', values['max-requests'], 1_000_000, 1),
     requestTimeoutMs: 10_000,
     drainLimitMs: number('drain-limit', values['drain-limit'], 90) * 1000,
-    timeLimitMs: number('time-limit', values['time-limit'], quick ? 240 : 900, 1) * 1000,
+    timeLimitMs: number('time-limit', values['time-limit'], (quick ? 240 : 900) * repeat, 1) * 1000,
     profile: values.profile,
     profileDir: values['profile-dir'],
     gatewayDir: values['gateway-dir'],

@@ -213,17 +213,42 @@ function growth(runs: readonly RunResult[]): string[] {
   return lines
 }
 
-function tables(runs: readonly RunResult[]): Table[] {
+/**
+ * With --repeat, each server's runs of a payload in one: the run with the median req/s (the lower of the
+ * two middle ones), and a line with every run's req/s so the spread is in view.
+ */
+function medianRuns(runs: readonly RunResult[]): { runs: RunResult[]; spread: string[] } {
+  const groups = new Map<string, RunResult[]>()
+  for (const run of runs) {
+    const key = `${run.payload}\u0000${run.server}`
+    groups.set(key, [...(groups.get(key) ?? []), run])
+  }
+  const chosen: RunResult[] = []
+  const spread: string[] = []
+  for (const group of groups.values()) {
+    const rate = (run: RunResult) => run.load?.acceptedPerSecond ?? -1
+    const sorted = [...group].sort((a, b) => rate(a) - rate(b))
+    chosen.push(sorted[Math.floor((sorted.length - 1) / 2)]!)
+    if (group.length > 1)
+      spread.push(
+        `(${group[0]!.letter}) ${group[0]!.label}, ${size(group[0]!.bodyBytes)}: req/s of ${group.length} runs ` +
+          group.map((run) => (run.load ? thousands(run.load.acceptedPerSecond) : 'failed')).join(', '),
+      )
+  }
+  return { runs: chosen, spread }
+}
+
+function tables(allRuns: readonly RunResult[]): Table[] {
   const result: Table[] = []
-  for (const section of [...new Set(runs.map((run) => run.section))]) {
-    const mine = runs.filter((run) => run.section === section)
+  for (const section of [...new Set(allRuns.map((run) => run.section))]) {
+    const { runs: mine, spread } = medianRuns(allRuns.filter((run) => run.section === section))
     const payloads = [...new Set(mine.map((run) => run.payloadTitle))]
     const extra = [...ratios(mine).map((line) => `ratio ${line}`)]
     if (section === 'sweep') extra.push(...growth(mine).map((line) => `CPU per request, ${line}`))
     result.push({
       title: `${sectionTitles[section]}: ${section === 'sweep' ? 'GitHub push padded to each size' : payloads.join('; ')}`,
       rows: mine.map(cells),
-      notes: [...extra, ...mine.flatMap(notes)],
+      notes: [...extra, ...spread, ...allRuns.filter((run) => run.section === section).flatMap(notes)],
     })
   }
   return result

@@ -117,10 +117,12 @@ function plan(settings: Settings): RunSpec[] {
     sweep: settings.sizes.map(githubPushOfSize),
   }
   const specs: RunSpec[] = []
-  for (const section of settings.sections)
-    for (const payload of payloads[section])
-      for (const server of settings.servers ?? defaultMatrix[section])
-        specs.push({ section, payload, server, profile: false })
+  // Repeats are whole rounds of the matrix, so a noisy minute on the machine hits every server alike.
+  for (let round = 0; round < settings.repeat; round++)
+    for (const section of settings.sections)
+      for (const payload of payloads[section])
+        for (const server of settings.servers ?? defaultMatrix[section])
+          specs.push({ section, payload, server, profile: false })
   // The gateway's default run of the first section is the one profiled.
   const profiled = specs.find((spec) => spec.server === 'gateway')
   return settings.profile && profiled ? specs.map((spec) => ({ ...spec, profile: spec === profiled })) : specs
