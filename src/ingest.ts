@@ -55,6 +55,17 @@ async function readBody(delivery: Delivery, limit: number): Promise<Buffer> {
   return Buffer.concat(chunks, size)
 }
 
+/** Longest event id or type stored: Postgres' btree (the unique key) refuses entries over about 2.7 KB. */
+const maxIdentifierBytes = 1024
+
+/** Why Postgres could not store `value` as text, or undefined when it can. */
+function unstorable(value: string, what: string): string | undefined {
+  if (value.includes('\u0000')) return `${what} contains a NUL character`
+  if (value.length > maxIdentifierBytes / 3 && Buffer.byteLength(value) > maxIdentifierBytes)
+    return `${what} is longer than ${maxIdentifierBytes} bytes`
+  return undefined
+}
+
 export function bodyLimit(config: Config, provider: Provider): number {
   return config.maxBodyBytes[provider.name] ?? provider.maxBodyBytes ?? config.maxBodyBytes.default
 }
@@ -143,6 +154,13 @@ export async function ingest(
     const missing = !eventKey ? 'event id' : 'event type'
     log.warn('rejected: malformed', { provider: provider.name, reason: `no ${missing}` })
     return { status: 400, body: { error: `${provider.name}: no ${missing} in the delivery` } }
+  }
+  const unusable = unstorable(eventKey, 'event id') ?? unstorable(eventType, 'event type')
+  if (unusable) {
+    // Refused alone here: stored, it would fail the whole group's commit and every delivery in it.
+    outcome('malformed')
+    log.warn('rejected: malformed', { provider: provider.name, reason: unusable })
+    return { status: 400, body: { error: `${provider.name}: ${unusable}` } }
   }
 
   let stored

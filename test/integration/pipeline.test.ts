@@ -297,6 +297,20 @@ describe('refused deliveries', () => {
     expect((await json(response)).error).toMatch(/^stripe: body is not valid JSON/)
   })
 
+  it('answers 400 to an event id Postgres could not store, and accepts the deliveries committed with it', async () => {
+    const withNul = { ...uniqueStripe('payment_intent.succeeded'), id: 'evt_nul\u0000byte' }
+    const tooLong = { ...uniqueStripe('payment_intent.succeeded'), id: `evt_${'x'.repeat(1100)}` }
+    const good = uniqueStripe('payment_intent.succeeded')
+    // Sent together so they would share a group commit: the bad ones must not take the good one down.
+    const [nul, long, ok] = await Promise.all([postStripe(withNul), postStripe(tooLong), postStripe(good)])
+    expect(nul.status).toBe(400)
+    expect((await json(nul)).error).toBe('stripe: event id contains a NUL character')
+    expect(long.status).toBe(400)
+    expect((await json(long)).error).toBe('stripe: event id is longer than 1024 bytes')
+    expect(ok.status).toBe(200)
+    expect((await json(ok)).status).toBe('accepted')
+  })
+
   it('answers 404 to an unknown provider and to one with no secret configured', async () => {
     expect((await gw.post('/webhooks/acme', '{}')).status).toBe(404)
     expect(
