@@ -127,6 +127,9 @@ function toWebhook(row: postgres.Row): StoredWebhook {
   }
 }
 
+/** Bodies one claim reads at most (see claimDue). */
+const claimMaxBytes = 16 * 1024 * 1024
+
 const identity = (provider: string, eventKey: string) => `${provider}\u0000${eventKey}`
 
 export interface WebhookFilter {
@@ -213,16 +216,25 @@ export function createStore(sql: Sql) {
      * Claims due webhooks for this worker by pushing their next attempt past a lease; a worker that dies
      * mid-publish leaves them to be claimed again when the lease runs out. SKIP LOCKED lets many workers,
      * in many processes, claim side by side without waiting on each other.
+     *
+     * A claim holds at most `maxBytes` of bodies (always at least one webhook): a backlog of 25 MB GitHub
+     * deliveries must not be read 64 at a time, twice their size as hex, into one process.
      */
-    async claimDue(limit: number, leaseSeconds: number): Promise<StoredWebhook[]> {
+    async claimDue(limit: number, leaseSeconds: number, maxBytes = claimMaxBytes): Promise<StoredWebhook[]> {
       const rows = await sql`
         UPDATE webhooks SET next_attempt_at = now() + make_interval(secs => ${leaseSeconds})
         WHERE id IN (
-          SELECT id FROM webhooks
-          WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
-          ORDER BY next_attempt_at
-          LIMIT ${limit}
-          FOR UPDATE SKIP LOCKED
+          SELECT id FROM (
+            SELECT id, sum(octet_length(body)) OVER (ORDER BY next_attempt_at, id) - octet_length(body) AS before
+            FROM (
+              SELECT id, next_attempt_at, body FROM webhooks
+              WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
+              ORDER BY next_attempt_at
+              LIMIT ${limit}
+              FOR UPDATE SKIP LOCKED
+            ) AS due
+          ) AS sized
+          WHERE before < ${maxBytes}
         )
         RETURNING ${sql.unsafe(columns)}`
       return rows.map(toWebhook)
