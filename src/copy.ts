@@ -19,64 +19,73 @@ const postgresEpochMs = Date.UTC(2000, 0, 1)
 /** Rows are sent in chunks of about this size rather than one message per group. */
 const chunkBytes = 1024 * 1024
 
-/** The group's rows in COPY's binary format, in chunks of about a megabyte. */
-export function* copyChunks(webhooks: readonly NewWebhook[]): Generator<Buffer> {
-  yield fileHeader
-  let at = 0
-  while (at < webhooks.length) {
-    const rows: { webhook: NewWebhook; texts: string[]; size: number }[] = []
-    let size = 0
-    while (at < webhooks.length && (rows.length === 0 || size < chunkBytes)) {
-      const webhook = webhooks[at++]!
-      // jsonb's binary form is a version byte, then the JSON text.
-      const texts = [
-        webhook.provider,
-        webhook.eventKey,
-        webhook.eventType,
-        webhook.method,
-        webhook.path,
-        webhook.publicUrl,
-        JSON.stringify(webhook.headers),
-      ]
-      const rowSize =
-        2 +
-        fieldCount * 4 +
-        16 +
-        texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0) +
-        1 +
-        webhook.body.length +
-        8
-      rows.push({ webhook, texts, size: rowSize })
-      size += rowSize
-    }
-    const chunk = Buffer.allocUnsafe(size)
-    let offset = 0
-    const field = (length: number) => {
-      offset = chunk.writeInt32BE(length, offset)
-    }
-    for (const { webhook, texts } of rows) {
-      offset = chunk.writeInt16BE(fieldCount, offset)
-      field(16)
-      offset += chunk.write(webhook.id.replaceAll('-', ''), offset, 16, 'hex')
-      for (let index = 0; index < 6; index++) {
-        const length = Buffer.byteLength(texts[index]!)
-        field(length)
-        offset += chunk.write(texts[index]!, offset, length, 'utf8')
-      }
-      const headers = texts[6]!
-      const headersLength = Buffer.byteLength(headers)
-      field(1 + headersLength)
-      offset = chunk.writeUInt8(1, offset)
-      offset += chunk.write(headers, offset, headersLength, 'utf8')
-      field(webhook.body.length)
-      offset += webhook.body.copy(chunk, offset)
-      field(8)
-      offset = chunk.writeBigInt64BE(BigInt(webhook.receivedAt.getTime() - postgresEpochMs) * 1000n, offset)
-    }
-    if (offset !== size) throw new Error(`copy: encoded ${offset} bytes of ${size}`)
-    yield chunk
+/** One row's text fields, encoded lengths known. */
+interface Row {
+  readonly webhook: NewWebhook
+  /** provider, event_key, event_type, method, path, public_url. */
+  readonly texts: readonly string[]
+  readonly textLengths: readonly number[]
+  readonly headers: string
+  readonly headersLength: number
+  readonly size: number
+}
+
+function measure(webhook: NewWebhook): Row {
+  const { provider, eventKey, eventType, method, path, publicUrl } = webhook
+  const texts = [provider, eventKey, eventType, method, path, publicUrl]
+  const textLengths = texts.map((text) => Buffer.byteLength(text))
+  const headers = JSON.stringify(webhook.headers)
+  const headersLength = Buffer.byteLength(headers)
+  const fields = 16 + textLengths.reduce((sum, length) => sum + length, 0) + 1 + headersLength
+  // A field count, then a length before each field; jsonb is a version byte and the JSON text.
+  const size = 2 + fieldCount * 4 + fields + webhook.body.length + 8
+  return { webhook, texts, textLengths, headers, headersLength, size }
+}
+
+function encode(rows: readonly Row[], size: number): Buffer {
+  const chunk = Buffer.allocUnsafe(size)
+  let offset = 0
+  const field = (length: number) => {
+    offset = chunk.writeInt32BE(length, offset)
   }
-  yield fileTrailer
+  for (const { webhook, texts, textLengths, headers, headersLength } of rows) {
+    offset = chunk.writeInt16BE(fieldCount, offset)
+    field(16)
+    offset += chunk.write(webhook.id.replaceAll('-', ''), offset, 16, 'hex')
+    texts.forEach((text, index) => {
+      field(textLengths[index]!)
+      offset += chunk.write(text, offset, textLengths[index]!, 'utf8')
+    })
+    field(1 + headersLength)
+    offset = chunk.writeUInt8(1, offset)
+    offset += chunk.write(headers, offset, headersLength, 'utf8')
+    field(webhook.body.length)
+    offset += webhook.body.copy(chunk, offset)
+    field(8)
+    offset = chunk.writeBigInt64BE(BigInt(webhook.receivedAt.getTime() - postgresEpochMs) * 1000n, offset)
+  }
+  if (offset !== size) throw new Error(`copy: encoded ${offset} bytes of ${size}`)
+  return chunk
+}
+
+/** The group's rows in COPY's binary format: the header, chunks of about a megabyte, the trailer. */
+export function copyChunks(webhooks: readonly NewWebhook[]): Buffer[] {
+  const chunks: Buffer[] = [fileHeader]
+  let rows: Row[] = []
+  let size = 0
+  for (const webhook of webhooks) {
+    const row = measure(webhook)
+    rows.push(row)
+    size += row.size
+    if (size >= chunkBytes) {
+      chunks.push(encode(rows, size))
+      rows = []
+      size = 0
+    }
+  }
+  if (rows.length > 0) chunks.push(encode(rows, size))
+  chunks.push(fileTrailer)
+  return chunks
 }
 
 /**
@@ -97,7 +106,7 @@ export async function copyWebhooks(sql: Sql, webhooks: readonly NewWebhook[]): P
     const stream = await connection.unsafe(`COPY webhooks (${columns}) FROM STDIN (FORMAT binary)`).writable()
     // A failed COPY destroys the stream; the transaction is then aborted and COMMIT answers ROLLBACK.
     stream.on('error', () => {})
-    const chunks = [...copyChunks(webhooks)]
+    const chunks = copyChunks(webhooks)
     const last = chunks.pop()!
     for (const chunk of chunks) stream.write(chunk)
     // postgres.js takes no other query until the stream has ended (its CopyDone is sent synchronously

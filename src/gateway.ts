@@ -84,12 +84,6 @@ export async function startGateway(
     maxInFlight: config.intakeConcurrency,
     timeoutMs: config.storeTimeoutMs,
   })
-  let submittedBefore = 0
-  const intakeActive = () => {
-    const active = intake.submitted !== submittedBefore
-    submittedBefore = intake.submitted
-    return active
-  }
   const worker = runsWorker
     ? new Worker(store, publisher, providers, {
         concurrency: config.workerConcurrency,
@@ -98,7 +92,7 @@ export async function startGateway(
         retryDelaysSeconds: config.retryDelaysSeconds,
         log,
         metrics,
-        intakeActive: runsApi ? intakeActive : undefined,
+        deliveriesSubmitted: runsApi ? () => intake.submitted : undefined,
       })
     : undefined
   await worker?.start()

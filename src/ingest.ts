@@ -58,12 +58,17 @@ async function readBody(delivery: Delivery, limit: number): Promise<Buffer> {
 /** Longest event id or type stored: Postgres' btree (the unique key) refuses entries over about 2.7 KB. */
 const maxIdentifierBytes = 1024
 
-/** Why Postgres could not store `value` as text, or undefined when it can. */
-function unstorable(value: string, what: string): string | undefined {
-  if (value.includes('\u0000')) return `${what} contains a NUL character`
+/**
+ * The event id or type, or MalformedWebhook when it is missing or Postgres could not store it as text: a
+ * value that fails the group's commit would take every delivery committed with it down too.
+ */
+function storable(value: string | undefined, what: string, provider: Provider): string {
+  const fail = (problem: string) => new MalformedWebhook(`${provider.name}: ${problem}`)
+  if (!value) throw fail(`no ${what} in the delivery`)
+  if (value.includes('\u0000')) throw fail(`${what} contains a NUL character`)
   if (value.length > maxIdentifierBytes / 3 && Buffer.byteLength(value) > maxIdentifierBytes)
-    return `${what} is longer than ${maxIdentifierBytes} bytes`
-  return undefined
+    throw fail(`${what} is longer than ${maxIdentifierBytes} bytes`)
+  return value
 }
 
 export function bodyLimit(config: Config, provider: Provider): number {
@@ -137,30 +142,17 @@ export async function ingest(
       : { status: 401, body: { error: 'invalid signature' } }
   }
 
-  let eventKey: string | undefined
-  let eventType: string | undefined
+  let eventKey: string
+  let eventType: string
   try {
     const payload = provider.parse(req)
-    eventKey = provider.eventKey(req, payload)
-    eventType = provider.eventType(req, payload)
+    eventKey = storable(provider.eventKey(req, payload), 'event id', provider)
+    eventType = storable(provider.eventType(req, payload), 'event type', provider)
   } catch (error) {
     if (!(error instanceof MalformedWebhook)) throw error
     outcome('malformed')
     log.warn('rejected: malformed', { provider: provider.name, reason: error.message })
     return { status: 400, body: { error: error.message } }
-  }
-  if (!eventKey || !eventType) {
-    outcome('malformed')
-    const missing = !eventKey ? 'event id' : 'event type'
-    log.warn('rejected: malformed', { provider: provider.name, reason: `no ${missing}` })
-    return { status: 400, body: { error: `${provider.name}: no ${missing} in the delivery` } }
-  }
-  const unusable = unstorable(eventKey, 'event id') ?? unstorable(eventType, 'event type')
-  if (unusable) {
-    // Refused alone here: stored, it would fail the whole group's commit and every delivery in it.
-    outcome('malformed')
-    log.warn('rejected: malformed', { provider: provider.name, reason: unusable })
-    return { status: 400, body: { error: `${provider.name}: ${unusable}` } }
   }
 
   let stored

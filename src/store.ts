@@ -1,4 +1,3 @@
-import { isUtf8 } from 'node:buffer'
 import { once } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -46,31 +45,17 @@ export function connectDatabase(url: string, max: number): Sql {
     // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
     connect_timeout: 5,
     idle_timeout: 60,
-    // byteaFromHex reads the hex form, whatever the server's default is.
-    connection: { application_name: 'webhook-gateway', bytea_output: 'hex' },
-    types: { bytea: { to: 17, from: [17], serialize: byteaText, parse: byteaFromHex } },
+    connection: { application_name: 'webhook-gateway' },
   }
+  // The socket factory knows one host; a URL naming several (failover) keeps postgres.js' own sockets.
   // postgres.js takes a socket factory but its types do not list the option.
-  return postgres(url, { ...options, socket: connectSocket } as typeof options)
+  return singleHost(url)
+    ? postgres(url, { ...options, socket: connectSocket } as typeof options)
+    : postgres(url, options)
 }
 
-/**
- * A bytea parameter as text in Postgres' escape format: a UTF-8 body (every JSON or form webhook) goes as
- * itself with backslashes doubled and NULs as `\000`, half the bytes of the hex form on the wire
- * and in Postgres' parser; anything else goes as hex. postgres.js sends every parameter as text, so this is
- * the cheapest exact form.
- */
-export function byteaText(value: Uint8Array): string {
-  const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-  if (!isUtf8(bytes)) return '\\x' + bytes.toString('hex')
-  let text = bytes.toString('utf8')
-  if (text.includes('\\')) text = text.replaceAll('\\', '\\\\')
-  if (text.includes('\0')) text = text.replaceAll('\0', '\\000')
-  return text
-}
-
-/** bytea_output is hex (the default): `\x` then two digits per byte. */
-const byteaFromHex = (text: string): Buffer => Buffer.from(text.slice(2), 'hex')
+/** postgres.js reads `host1:port,host2:port` in a URL as several hosts to try in turn. */
+const singleHost = (url: string) => !/^[^/]*\/\/[^/?#]*,/.test(url)
 
 export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
 

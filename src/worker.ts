@@ -18,11 +18,11 @@ export interface WorkerOptions {
   readonly log: Logger
   readonly metrics: Metrics
   /**
-   * When this process also serves intake: whether deliveries arrived since the last call. While they do
+   * When this process also serves intake: how many deliveries it has taken so far. While the count grows
    * and the event loop is nearly full, the worker keeps to `shareUnderLoad` of it, so that acknowledging a
    * delivery never waits behind publishing; what it leaves is published as soon as the load eases.
    */
-  readonly intakeActive?: (() => boolean) | undefined
+  readonly deliveriesSubmitted?: (() => number) | undefined
   /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
 }
@@ -51,6 +51,8 @@ export class Worker {
   private running: Promise<void> | undefined
   /** The last batch was followed by a pause for intake's sake. */
   private holdingBack = false
+  /** deliveriesSubmitted at the end of the last batch. */
+  private submittedBefore = 0
   private again = false
   private stopped = false
   private poll: NodeJS.Timeout | undefined
@@ -135,18 +137,20 @@ export class Worker {
     }
   }
 
-  /** Pauses after a batch that took `batchMs` while intake keeps the event loop busy (see intakeActive). */
+  /** Pauses after a batch that took `batchMs` while intake keeps the event loop busy (see deliveriesSubmitted). */
   private async holdBackUnderLoad(
     batchMs: number,
     since: ReturnType<typeof performance.eventLoopUtilization>,
   ): Promise<ReturnType<typeof performance.eventLoopUtilization>> {
     const now = performance.eventLoopUtilization()
+    const submitted = this.options.deliveriesSubmitted?.() ?? 0
     const pauseMs = pauseAfterBatch({
       batchMs,
       loopUtilization: performance.eventLoopUtilization(now, since).utilization,
-      intakeActive: this.options.intakeActive?.() ?? false,
+      intakeActive: submitted !== this.submittedBefore,
       share: this.options.shareUnderLoad ?? 0.1,
     })
+    this.submittedBefore = submitted
     this.holdingBack = pauseMs > 0
     if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
     // The next window includes this pause: intake that eased during it lets the worker run at full speed.
