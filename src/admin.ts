@@ -43,8 +43,15 @@ const detail = (webhook: StoredWebhook) => ({
 const isUuid = (value: string) =>
   /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
 
-/** `/admin/*`: inspect stored webhooks and replay them. Mounted only when ADMIN_TOKEN is set. */
-export function adminRoutes(store: Pick<Store, 'get' | 'list' | 'replay'>, token: string): Hono {
+/**
+ * `/admin/*`: inspect stored webhooks and replay them, and the destination routes given. Mounted only when
+ * ADMIN_TOKEN is set.
+ */
+export function adminRoutes(
+  store: Pick<Store, 'get' | 'list' | 'replay'>,
+  token: string,
+  destinations?: Hono,
+): Hono {
   const admin = new Hono()
 
   admin.use(async (c, next) => {
@@ -78,6 +85,8 @@ export function adminRoutes(store: Pick<Store, 'get' | 'list' | 'replay'>, token
     if (!parsed.success) return c.json({ error: z.prettifyError(parsed.error) }, 400)
     return c.json({ replayed: await store.replay(parsed.data) }, 202)
   })
+
+  if (destinations) admin.route('/', destinations)
 
   return admin
 }

@@ -10,6 +10,8 @@ export interface AppDeps extends IngestDeps {
   readonly providers: Providers
   readonly health: () => Promise<Health>
   readonly store: Pick<Store, 'get' | 'list' | 'replay'>
+  /** The /admin/destinations and /admin/deliveries routes, when destinations are wired in. */
+  readonly destinationRoutes?: Hono | undefined
 }
 
 interface NodeBindings {
@@ -73,7 +75,8 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: NodeBindings }> {
     c.body(await deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
   )
 
-  if (deps.config.adminToken) app.route('/admin', adminRoutes(deps.store, deps.config.adminToken))
+  if (deps.config.adminToken)
+    app.route('/admin', adminRoutes(deps.store, deps.config.adminToken, deps.destinationRoutes))
 
   app.notFound((c) => c.json({ error: 'not found' }, 404))
   app.onError((error, c) => {

@@ -22,6 +22,18 @@ const seconds = z
     return parsed
   })
 
+/** An on/off switch: `1`, `true`, `yes` or `on` is on; unset is off. */
+const flag = z
+  .string()
+  .optional()
+  .transform((value, ctx) => {
+    const normalized = (value ?? 'false').trim().toLowerCase()
+    if (['1', 'true', 'yes', 'on'].includes(normalized)) return true
+    if (['0', 'false', 'no', 'off'].includes(normalized)) return false
+    ctx.addIssue({ code: 'custom', message: 'must be true or false' })
+    return z.NEVER
+  })
+
 const int = (fallback: number) => z.coerce.number().int().nonnegative().default(fallback)
 
 const schema = z.object({
@@ -69,6 +81,14 @@ const schema = z.object({
   INTAKE_MAX_BATCH: int(500),
   INTAKE_CONCURRENCY: int(2),
   STORE_TIMEOUT_MS: int(4000),
+  DESTINATIONS_FILE: z.string().optional(),
+  ALLOW_HTTP_DESTINATIONS: flag,
+  DESTINATION_ALLOWED_HOSTS: list,
+  DELIVERY_CONCURRENCY: int(256),
+  DELIVERY_POLL_MS: int(1000),
+  DELIVERY_LEASE_MARGIN_SECONDS: int(30),
+  RETENTION_DAYS: z.coerce.number().positive().default(30),
+  RETENTION_FAILED_DAYS: z.coerce.number().positive().default(90),
 })
 
 export type Env = z.input<typeof schema>
@@ -105,6 +125,23 @@ export interface Config {
   readonly intakeConcurrency: number
   /** How long a delivery waits for its commit before the answer is 503 (providers give up at 5-10 s). */
   readonly storeTimeoutMs: number
+  readonly destinations: {
+    /** YAML or JSON list of destinations applied at startup. */
+    readonly file: string | undefined
+    readonly allowHttp: boolean
+    /** Hosts exempt from the refusal of private, loopback and link-local addresses. */
+    readonly allowedHosts: readonly string[]
+    /** Requests in flight at once per sending process, over all destinations. */
+    readonly concurrency: number
+    readonly pollMs: number
+    readonly leaseMarginSeconds: number
+  }
+  readonly retention: {
+    /** Published webhooks and delivered deliveries are deleted after this many days. */
+    readonly days: number
+    /** Dead webhooks and failed deliveries are deleted after this many days. */
+    readonly failedDays: number
+  }
 }
 
 /** Reads configuration from an environment object (process.env in production, a literal in tests). */
@@ -152,5 +189,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     intakeMaxBatch: Math.max(1, e.INTAKE_MAX_BATCH),
     intakeConcurrency: Math.max(1, e.INTAKE_CONCURRENCY),
     storeTimeoutMs: Math.max(1, e.STORE_TIMEOUT_MS),
+    destinations: Object.freeze({
+      file: e.DESTINATIONS_FILE,
+      allowHttp: e.ALLOW_HTTP_DESTINATIONS,
+      allowedHosts: Object.freeze(e.DESTINATION_ALLOWED_HOSTS),
+      concurrency: Math.max(1, e.DELIVERY_CONCURRENCY),
+      pollMs: Math.max(10, e.DELIVERY_POLL_MS),
+      leaseMarginSeconds: e.DELIVERY_LEASE_MARGIN_SECONDS,
+    }),
+    retention: Object.freeze({ days: e.RETENTION_DAYS, failedDays: e.RETENTION_FAILED_DAYS }),
   })
 }

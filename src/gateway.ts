@@ -14,6 +14,12 @@ import { Publisher } from './publisher.ts'
 import { FailedVerificationLimit } from './ratelimit.ts'
 import { connectDatabase, createStore } from './store.ts'
 import { Worker } from './worker.ts'
+import { createDestinationAgent } from './destinations/address.ts'
+import { applyDestinationsFile, readDestinationsFile } from './destinations/file.ts'
+import { destinationRoutes } from './destinations/routes.ts'
+import { DeliverySender } from './destinations/sender.ts'
+import { createDestinationStore, type DestinationStore } from './destinations/store.ts'
+import { Retention } from './retention.ts'
 
 export interface Gateway {
   /** The bound HTTP port, when the API half runs. */
@@ -22,6 +28,8 @@ export interface Gateway {
   readonly store: ReturnType<typeof createStore>
   readonly publisher: Publisher
   readonly worker: Worker | undefined
+  readonly destinations: DestinationStore
+  readonly sender: DeliverySender | undefined
   readonly redis: Redis
   /** Stop accepting, finish what is in flight, close every connection. */
   stop(): Promise<void>
@@ -48,6 +56,12 @@ export async function startGateway(
   const applied = await migrate(sql)
   if (applied.length > 0) log.info('migrations applied', { applied })
   const store = createStore(sql)
+  const destinations = createDestinationStore(sql)
+  const policy = { allowHttp: config.destinations.allowHttp, allowedHosts: config.destinations.allowedHosts }
+  if (config.destinations.file) {
+    const entries = await readDestinationsFile(config.destinations.file, policy)
+    await applyDestinationsFile(sql, destinations, entries, log)
+  }
 
   const redis = new Redis(config.redisUrl, {
     // Fail fast instead of queueing: Redis only counts failed verifications, and a request never waits on it.
@@ -71,6 +85,23 @@ export async function startGateway(
   metrics.gauge('webhooks_unpublished', 'Stored webhooks not yet published, by status', 'status', () =>
     store.countUnpublished(),
   )
+  metrics.gaugeVec(
+    'destination_deliveries_pending',
+    'Deliveries waiting to be sent, by destination',
+    ['destination'],
+    async () =>
+      (await destinations.pendingByDestination()).map(({ destinationId, pending }) => ({
+        labels: { destination: destinationId },
+        value: pending,
+      })),
+  )
+  metrics.gauge('destinations', 'Destinations, by state', 'state', async () => {
+    const all = await destinations.list()
+    return {
+      enabled: all.filter((destination) => destination.enabled).length,
+      disabled: all.filter((destination) => !destination.enabled).length,
+    }
+  })
   const publisher = new Publisher({
     url: config.amqpUrl,
     exchange: config.exchange,
@@ -84,6 +115,18 @@ export async function startGateway(
     maxInFlight: config.intakeConcurrency,
     timeoutMs: config.storeTimeoutMs,
   })
+  const agent = createDestinationAgent(policy)
+  const sender = runsWorker
+    ? new DeliverySender(destinations, {
+        dispatcher: agent,
+        concurrency: config.destinations.concurrency,
+        pollMs: config.destinations.pollMs,
+        leaseMarginSeconds: config.destinations.leaseMarginSeconds,
+        log,
+        metrics,
+        userAgent: 'webhook-gateway',
+      })
+    : undefined
   const worker = runsWorker
     ? new Worker(store, publisher, providers, {
         concurrency: config.workerConcurrency,
@@ -93,9 +136,13 @@ export async function startGateway(
         log,
         metrics,
         deliveriesSubmitted: runsApi ? () => intake.submitted : undefined,
+        onFannedOut: () => sender?.wake(),
       })
     : undefined
   await worker?.start()
+  await sender?.start()
+  const retention = runsWorker ? new Retention(sql, { ...config.retention, log }) : undefined
+  retention?.start()
 
   const app = createApp({
     config,
@@ -110,6 +157,7 @@ export async function startGateway(
     metrics,
     log,
     onAccepted: worker ? () => worker.wake() : undefined,
+    destinationRoutes: destinationRoutes({ destinations, policy, onDue: () => sender?.wake() }),
     health: () =>
       checkHealth({
         postgres: () => store.ping(),
@@ -140,16 +188,24 @@ export async function startGateway(
     store,
     publisher,
     worker,
+    destinations,
+    sender,
     redis,
     async stop() {
       // Budget (the contract allows 10 s): in-flight requests and publishes get up to 5 s, closing 2 s.
       const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))
       server?.closeIdleConnections()
-      await Promise.all([intake.idle(), worker?.stop(5000)])
+      retention?.stop()
+      await Promise.all([intake.idle(), worker?.stop(5000), sender?.stop(5000)])
       // Answers to the last commits are being written; then cut keep-alive sockets a client holds open.
       await Promise.race([closed, sleep(250)])
       server?.closeAllConnections()
-      await Promise.all([closed, publisher.stop(1000), sql.end({ timeout: 2 })])
+      await Promise.all([
+        closed,
+        publisher.stop(1000),
+        sql.end({ timeout: 2 }),
+        agent.close().catch(() => {}),
+      ])
       redis.disconnect()
     },
   }

@@ -2,7 +2,9 @@ import { once } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import postgres from 'postgres'
+import type { CloudEvent } from './events.ts'
 import { copyWebhooks } from './copy.ts'
+import { fanOut, type HandledWebhook } from './destinations/store.ts'
 
 export type Sql = postgres.Sql<{}>
 
@@ -80,6 +82,8 @@ export interface StoredWebhook extends NewWebhook {
   readonly lastError: string | null
   readonly publishedEventIds: readonly string[]
   readonly publishedAt: Date | null
+  /** When its events were fanned out to destinations; null until then. */
+  readonly routedAt: Date | null
 }
 
 export interface InsertResult {
@@ -89,7 +93,7 @@ export interface InsertResult {
 }
 
 const columns = `id, provider, event_key, event_type, method, path, public_url, headers, body, received_at,
-  status, attempts, next_attempt_at, last_error, published_event_ids, published_at`
+  status, attempts, next_attempt_at, last_error, published_event_ids, published_at, routed_at`
 
 function toWebhook(row: postgres.Row): StoredWebhook {
   return {
@@ -109,6 +113,7 @@ function toWebhook(row: postgres.Row): StoredWebhook {
     lastError: row.last_error,
     publishedEventIds: row.published_event_ids,
     publishedAt: row.published_at,
+    routedAt: row.routed_at,
   }
 }
 
@@ -205,7 +210,12 @@ export function createStore(sql: Sql) {
      * A claim holds at most `maxBytes` of bodies (always at least one webhook): a backlog of 25 MB GitHub
      * deliveries must not be read 64 at a time, twice their size as hex, into one process.
      */
-    async claimDue(limit: number, leaseSeconds: number, maxBytes = claimMaxBytes): Promise<StoredWebhook[]> {
+    async claimDue(
+      limit: number,
+      leaseSeconds: number,
+      options: { readonly maxBytes?: number; readonly unroutedOnly?: boolean } = {},
+    ): Promise<StoredWebhook[]> {
+      const maxBytes = options.maxBytes ?? claimMaxBytes
       const rows = await sql`
         UPDATE webhooks SET next_attempt_at = now() + make_interval(secs => ${leaseSeconds})
         WHERE id IN (
@@ -214,6 +224,7 @@ export function createStore(sql: Sql) {
             FROM (
               SELECT id, next_attempt_at, body FROM webhooks
               WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
+              ${options.unroutedOnly ? sql`AND routed_at IS NULL` : sql``}
               ORDER BY next_attempt_at
               LIMIT ${limit}
               FOR UPDATE SKIP LOCKED
@@ -225,18 +236,48 @@ export function createStore(sql: Sql) {
       return rows.map(toWebhook)
     },
 
-    /** Marks a batch of webhooks published, with the ids of the events each one produced, in one statement. */
+    /**
+     * Marks a batch of webhooks published, with the ids of the events each one produced, and fans out the
+     * events of those not yet routed to the destinations that want them, in one transaction (the outbox).
+     */
     async markPublished(
-      published: readonly { readonly id: string; readonly eventIds: readonly string[] }[],
-    ): Promise<void> {
-      if (published.length === 0) return
-      await sql`
-        UPDATE webhooks AS w
-        SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
-            published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids))
-        FROM jsonb_to_recordset(${sql.json(published.map((p) => ({ id: p.id, event_ids: p.eventIds })) as postgres.JSONValue)})
-          AS p(id uuid, event_ids jsonb)
-        WHERE w.id = p.id`
+      published: readonly {
+        readonly id: string
+        readonly events: readonly CloudEvent[]
+        readonly routed: boolean
+      }[],
+    ): Promise<number> {
+      if (published.length === 0) return 0
+      const records = published.map((p) => ({ id: p.id, event_ids: p.events.map((event) => event.id) }))
+      const unrouted = published
+        .filter((p) => !p.routed)
+        .map((p): HandledWebhook => ({ webhookId: p.id, events: p.events }))
+      return sql.begin(async (tx) => {
+        const fannedOut = await fanOut(tx, unrouted)
+        await tx`
+          UPDATE webhooks AS w
+          SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
+              published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids)),
+              routed_at = coalesce(w.routed_at, now())
+          FROM jsonb_to_recordset(${tx.json(records as postgres.JSONValue)}) AS p(id uuid, event_ids jsonb)
+          WHERE w.id = p.id`
+        return fannedOut
+      })
+    },
+
+    /**
+     * Fans webhooks' events out to destinations without publishing them (the broker is away) and gives the
+     * webhooks back untouched for publishing later: HTTP delivery does not wait on RabbitMQ.
+     */
+    async routeAndRelease(handled: readonly HandledWebhook[]): Promise<number> {
+      if (handled.length === 0) return 0
+      return sql.begin(async (tx) => {
+        const fannedOut = await fanOut(tx, handled)
+        await tx`
+          UPDATE webhooks SET routed_at = coalesce(routed_at, now()), next_attempt_at = now()
+          WHERE id = ANY(${handled.map((h) => h.webhookId)}::uuid[])`
+        return fannedOut
+      })
     },
 
     /** Records a failed attempt: retried after `retryInSeconds`, or dead when there is none left. */
@@ -269,7 +310,8 @@ export function createStore(sql: Sql) {
     /** Queues webhooks to be published again (same event ids), with a fresh set of attempts. */
     async replay(filter: WebhookFilter & { readonly id?: string }): Promise<number> {
       const rows = await sql`
-        UPDATE webhooks SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+        UPDATE webhooks SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+          routed_at = NULL
         ${filter.id ? sql`WHERE id = ${filter.id}` : filterClause(filter)}
         RETURNING id`
       if (rows.length > 0) await sql`SELECT pg_notify('webhooks_received', '')`
@@ -292,6 +334,12 @@ export function createStore(sql: Sql) {
     /** Calls `onReceived` whenever any process stores webhooks. */
     async listen(onReceived: () => void): Promise<{ unlisten: () => Promise<void> }> {
       return sql.listen('webhooks_received', onReceived)
+    },
+
+    /** Whether any destination exists: while the broker is away, routing to destinations is all there is to do. */
+    async hasDestinations(): Promise<boolean> {
+      const [row] = await sql`SELECT EXISTS (SELECT 1 FROM destinations) AS any`
+      return row?.any === true
     },
 
     async ping(): Promise<void> {

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../providers/index.ts'
-import { eventsFor } from './events.ts'
+import { eventsFor, type CloudEvent } from './events.ts'
 import type { Logger } from './log.ts'
 import type { Metrics } from './metrics.ts'
 import { BrokerUnavailable, type Publisher } from './publisher.ts'
@@ -25,7 +25,14 @@ export interface WorkerOptions {
   readonly deliveriesSubmitted?: (() => number) | undefined
   /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
+  /** Called after deliveries to destinations were written, to wake this process's sender. */
+  readonly onFannedOut?: (() => void) | undefined
 }
+
+/** One webhook after a publishing attempt: published, or waiting for the broker; failures are recorded. */
+type Handled =
+  | { readonly kind: 'published'; readonly webhook: StoredWebhook; readonly events: CloudEvent[] }
+  | { readonly kind: 'waiting'; readonly webhook: StoredWebhook; readonly events: CloudEvent[] }
 
 /** Webhooks mapped and handed to the broker per turn of the event loop, so requests get in between. */
 const publishChunk = 8
@@ -59,7 +66,10 @@ export class Worker {
   private listener: { unlisten: () => Promise<void> } | undefined
 
   constructor(
-    private readonly store: Pick<Store, 'claimDue' | 'markPublished' | 'markFailed' | 'release' | 'listen'>,
+    private readonly store: Pick<
+      Store,
+      'claimDue' | 'markPublished' | 'markFailed' | 'routeAndRelease' | 'listen' | 'hasDestinations'
+    >,
     private readonly publisher: Pick<Publisher, 'connected' | 'whenConnected' | 'publish'>,
     private readonly providers: Providers,
     private readonly options: WorkerOptions,
@@ -107,6 +117,8 @@ export class Worker {
       const batchStarted = performance.now()
       this.again = false
       if (!this.publisher.connected) {
+        // Destinations need nothing from the broker: route what is due to them meanwhile.
+        if (await this.routeWhileBrokerAway()) continue
         // Wait for the broker rather than spend attempts on webhooks that cannot be published.
         await Promise.race([
           this.publisher.whenConnected(),
@@ -123,17 +135,64 @@ export class Worker {
         return
       }
       if (claimed.length === 0) return
-      const publishing: Promise<{ id: string; eventIds: string[] } | undefined>[] = []
+      const publishing: Promise<Handled | undefined>[] = []
       for (let at = 0; at < claimed.length; at += publishChunk) {
         if (at > 0) await nextTurn()
         for (const webhook of claimed.slice(at, at + publishChunk)) publishing.push(this.publish(webhook))
       }
-      const published = (await Promise.all(publishing)).filter((result) => result !== undefined)
-      // One statement for the batch; should it fail, the leases bring these back and the same ids go out again.
-      await this.store.markPublished(published).catch((error: unknown) => {
-        log.error('worker: could not record published webhooks; they will be published again', { error })
-      })
+      const handled = (await Promise.all(publishing)).filter((result) => result !== undefined)
+      await this.record(handled)
       loop = await this.holdBackUnderLoad(performance.now() - batchStarted, loop)
+    }
+  }
+
+  /**
+   * Records a batch: published webhooks in one statement, with their fan-out to destinations in the same
+   * transaction; those the broker did not take are routed to destinations and given back for later.
+   * Should it fail, the leases bring them back and the same event ids go out again.
+   */
+  private async record(handled: readonly Handled[]): Promise<void> {
+    const { log } = this.options
+    const published = handled
+      .filter((item) => item.kind === 'published')
+      .map((item) => ({ id: item.webhook.id, events: item.events, routed: item.webhook.routedAt !== null }))
+    const waiting = handled
+      .filter((item) => item.kind === 'waiting')
+      .map((item) => ({ webhookId: item.webhook.id, events: item.events }))
+    const [fannedOut, routed] = await Promise.all([
+      this.store.markPublished(published).catch((error: unknown) => {
+        log.error('worker: could not record published webhooks; they will be published again', { error })
+        return 0
+      }),
+      this.store.routeAndRelease(waiting).catch((error: unknown) => {
+        log.warn('worker: could not give back webhooks the broker did not take; their lease will', { error })
+        return 0
+      }),
+    ])
+    if (fannedOut + routed > 0) this.options.onFannedOut?.()
+  }
+
+  /**
+   * While the broker is away: claims webhooks not yet routed, maps them and writes their deliveries to
+   * destinations, then gives them back for publishing later (no attempt spent). False when there was
+   * nothing to do (no destinations, nothing unrouted, or Postgres unavailable).
+   */
+  private async routeWhileBrokerAway(): Promise<boolean> {
+    const { log, concurrency, leaseSeconds } = this.options
+    try {
+      if (!(await this.store.hasDestinations())) return false
+      const claimed = await this.store.claimDue(concurrency, leaseSeconds, { unroutedOnly: true })
+      if (claimed.length === 0) return false
+      const mapped: Handled[] = []
+      for (const webhook of claimed) {
+        const events = await this.map(webhook)
+        if (events) mapped.push({ kind: 'waiting', webhook, events })
+      }
+      await this.record(mapped)
+      return true
+    } catch (error) {
+      log.warn('worker: cannot route webhooks to destinations, postgres unavailable', { error })
+      return false
     }
   }
 
@@ -158,12 +217,11 @@ export class Worker {
   }
 
   /** Publishes one webhook's events; undefined when it failed (the failure is then already recorded). */
-  private async publish(webhook: StoredWebhook): Promise<{ id: string; eventIds: string[] } | undefined> {
-    const { log, metrics, retryDelaysSeconds } = this.options
+  private async publish(webhook: StoredWebhook): Promise<Handled | undefined> {
+    const { log, metrics } = this.options
+    const events = await this.map(webhook)
+    if (!events) return undefined
     try {
-      const provider = this.providers[webhook.provider]
-      if (!provider) throw new Error(`no provider named ${webhook.provider}`)
-      const events = eventsFor(webhook, provider)
       await this.publisher.publish(events)
       metrics.count(
         'events_published_total',
@@ -172,40 +230,53 @@ export class Worker {
         events.length,
       )
       log.debug('published', { id: webhook.id, events: events.map((event) => event.type) })
-      return { id: webhook.id, eventIds: events.map((event) => event.id) }
+      return { kind: 'published', webhook, events }
     } catch (error) {
       if (error instanceof BrokerUnavailable) {
         log.warn('worker: broker unavailable, webhook waits', { id: webhook.id, error })
-        await this.store.release(webhook.id).catch(() => {})
-        return undefined
+        return { kind: 'waiting', webhook, events }
       }
-      const message = error instanceof Error ? error.message : String(error)
-      const retryInSeconds = retryDelaysSeconds[webhook.attempts]
-      metrics.count('webhook_failures_total', 'Failed publishing attempts', { provider: webhook.provider })
-      if (retryInSeconds === undefined) {
-        metrics.count('webhooks_dead_total', 'Webhooks that ran out of attempts', {
-          provider: webhook.provider,
-        })
-        log.error('worker: webhook is dead', {
-          id: webhook.id,
-          attempts: webhook.attempts + 1,
-          error: message,
-        })
-      } else {
-        log.warn('worker: attempt failed, will retry', {
-          id: webhook.id,
-          attempt: webhook.attempts + 1,
-          retryInSeconds,
-          error: message,
-        })
-      }
-      await this.store.markFailed(webhook.id, message, retryInSeconds).catch((storeError: unknown) => {
-        log.error('worker: could not record the failure; the lease will bring it back', {
-          id: webhook.id,
-          error: storeError,
-        })
-        return undefined
+      await this.recordFailure(webhook, error)
+      return undefined
+    }
+  }
+
+  /** A webhook's events, or undefined when its handler failed (the failure is then already recorded). */
+  private async map(webhook: StoredWebhook): Promise<CloudEvent[] | undefined> {
+    try {
+      const provider = this.providers[webhook.provider]
+      if (!provider) throw new Error(`no provider named ${webhook.provider}`)
+      return eventsFor(webhook, provider)
+    } catch (error) {
+      await this.recordFailure(webhook, error)
+      return undefined
+    }
+  }
+
+  /** Counts a failed attempt: retried on the schedule, or dead after the last one. */
+  private async recordFailure(webhook: StoredWebhook, error: unknown): Promise<void> {
+    const { log, metrics, retryDelaysSeconds } = this.options
+    const message = error instanceof Error ? error.message : String(error)
+    const retryInSeconds = retryDelaysSeconds[webhook.attempts]
+    metrics.count('webhook_failures_total', 'Failed publishing attempts', { provider: webhook.provider })
+    if (retryInSeconds === undefined) {
+      metrics.count('webhooks_dead_total', 'Webhooks that ran out of attempts', {
+        provider: webhook.provider,
+      })
+      log.error('worker: webhook is dead', { id: webhook.id, attempts: webhook.attempts + 1, error: message })
+    } else {
+      log.warn('worker: attempt failed, will retry', {
+        id: webhook.id,
+        attempt: webhook.attempts + 1,
+        retryInSeconds,
+        error: message,
       })
     }
+    await this.store.markFailed(webhook.id, message, retryInSeconds).catch((storeError: unknown) => {
+      log.error('worker: could not record the failure; the lease will bring it back', {
+        id: webhook.id,
+        error: storeError,
+      })
+    })
   }
 }

@@ -132,12 +132,12 @@ describe('store: claims', () => {
     const large = Array.from({ length: 5 }, () => webhook(Buffer.alloc(300_000, 'a')))
     for (const stored of large) await store.insertWebhooks([stored])
     // 300 KB bodies under a 1 MB budget: the fourth starts past it.
-    const first = await store.claimDue(64, 60, 1_000_000)
+    const first = await store.claimDue(64, 60, { maxBytes: 1_000_000 })
     const ids = (webhooks: readonly { id: string }[]) => webhooks.map((webhook) => webhook.id).sort()
     expect(ids(first)).toEqual(ids(large.slice(0, 4)))
     // A body larger than the whole budget still goes, alone.
-    const rest = await store.claimDue(64, 60, 1000)
+    const rest = await store.claimDue(64, 60, { maxBytes: 1000 })
     expect(ids(rest)).toEqual([large[4]!.id])
-    expect(await store.claimDue(64, 60, 1000)).toEqual([])
+    expect(await store.claimDue(64, 60, { maxBytes: 1000 })).toEqual([])
   })
 })

@@ -53,6 +53,7 @@ export function storedWebhook(
     lastError: null,
     publishedEventIds: [],
     publishedAt: null,
+    routedAt: null,
     ...fields,
   }
 }
