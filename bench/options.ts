@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util'
 
 /** The command line of `npm run bench`. */
 
-export const sections = ['headline', 'stripe', 'twilio', 'sweep'] as const
+export const sections = ['headline', 'stripe', 'twilio', 'sweep', 'destinations'] as const
 export type Section = (typeof sections)[number]
 
 export const serverIds = ['hono', 'sdk', 'handwritten', 'gateway', 'gateway-api'] as const
@@ -14,6 +14,8 @@ export const defaultMatrix: Readonly<Record<Section, readonly ServerId[]>> = {
   stripe: ['hono', 'sdk', 'handwritten', 'gateway'],
   twilio: ['hono', 'sdk', 'handwritten', 'gateway'],
   sweep: ['hono', 'sdk', 'handwritten', 'gateway'],
+  // Its own runs (bench/destinations.ts): the gateway and an endpoint process, no baselines.
+  destinations: [],
 }
 
 export interface Settings {

@@ -1,3 +1,4 @@
+import type { DestinationsResult } from './destinations.ts'
 import type { LogSummary } from './child.ts'
 import type { Machine } from './measure.ts'
 import type { Section, ServerId, Settings } from './options.ts'
@@ -61,6 +62,7 @@ export interface Report {
   readonly gatewayDir: string
   readonly machine: Machine
   readonly runs: readonly RunResult[]
+  readonly destinations?: DestinationsResult
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -159,6 +161,7 @@ const sectionTitles: Record<Section, string> = {
   stripe: 'Stripe',
   twilio: 'Twilio',
   sweep: 'Size sweep',
+  destinations: 'Destinations',
 }
 
 /** The gateway's req/s over a reference server's, for each gateway run that has one in its payload. */

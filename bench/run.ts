@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { assertRunning, freePort, startServer, stopServer, summarizeLog, waitHealthy } from './child.ts'
 import { defer, installAbortHandlers, mark, unwind } from './cleanup.ts'
+import { benchDestinations, renderDestinations, type DestinationsResult } from './destinations.ts'
 import { countOf, Outcome, quantile, runLoad, type LoadResult } from './load.ts'
 import {
   describeMachine,
@@ -115,6 +116,7 @@ function plan(settings: Settings): RunSpec[] {
     stripe: [stripePaymentIntent],
     twilio: [twilioStatusCallback],
     sweep: settings.sizes.map(githubPushOfSize),
+    destinations: [],
   }
   const specs: RunSpec[] = []
   // Repeats are whole rounds of the matrix, so a noisy minute on the machine hits every server alike.
@@ -415,6 +417,27 @@ async function main(): Promise<number> {
     runs.push(run)
     console.error(`  [${index + 1}/${specs.length}] ${progressLine(run)}`)
   }
+  let destinations: DestinationsResult | undefined
+  if (settings.sections.includes('destinations')) {
+    for (let round = 0; round < settings.repeat && !destinations; round++) {
+      const since = mark()
+      try {
+        destinations = await benchDestinations({
+          ...context,
+          root,
+          baseEnv: (port) => baseEnv(port, context.secrets),
+        })
+        console.error(
+          `  destinations: ${Math.round(destinations.backlog[0]?.perSecond ?? 0)} deliveries/s, ` +
+            `p99 ${destinations.steady.p99Ms.toFixed(1)} ms received -> answered`,
+        )
+      } catch (error) {
+        console.error(`  destinations: ${(error as Error).message}`)
+      } finally {
+        await unwind(since)
+      }
+    }
+  }
   machine.loadAfter = os.loadavg()
 
   const report: Report = {
@@ -427,24 +450,29 @@ async function main(): Promise<number> {
     gatewayDir,
     machine,
     runs,
+    ...(destinations ? { destinations } : {}),
   }
   const outDir = resolve(settings.outDir ?? join(root, 'bench/results'))
   mkdirSync(outDir, { recursive: true })
   const stem = join(outDir, report.startedAt.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z'))
   writeFileSync(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`)
-  writeFileSync(`${stem}.md`, renderMarkdown(report))
-  console.log(renderText(report))
+  const destinationsText = destinations ? `\n${renderDestinations(destinations)}` : ''
+  writeFileSync(`${stem}.md`, renderMarkdown(report) + destinationsText)
+  console.log(renderText(report) + destinationsText)
   console.log(`\nresults: ${relative(process.cwd(), `${stem}.md`)} and .json`)
 
   const failed = runs.filter((run) => run.error !== undefined)
   const lost = runs.filter((run) => (run.stored?.lost ?? 0) > 0)
   const logged = runs.filter((run) => (run.log?.problems ?? 0) > 0)
-  if (failed.length > 0 || lost.length > 0 || logged.length > 0) console.log(`server logs kept in ${logDir}`)
+  const destinationsFailed = settings.sections.includes('destinations') && !destinations
+  if (failed.length > 0 || lost.length > 0 || logged.length > 0 || destinationsFailed)
+    console.log(`server logs kept in ${logDir}`)
   else rmSync(logDir, { recursive: true, force: true })
   if (lost.length > 0)
     console.log(`FAILED: acknowledged deliveries missing from Postgres in ${lost.length} run(s)`)
   if (failed.length > 0) console.log(`FAILED: ${failed.length} run(s) did not complete`)
-  return failed.length > 0 || lost.length > 0 ? 1 : 0
+  if (destinationsFailed) console.log('FAILED: the destinations section did not complete')
+  return failed.length > 0 || lost.length > 0 || destinationsFailed ? 1 : 0
 }
 
 let code = 1

@@ -64,7 +64,9 @@ CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_at) WHER
 CREATE INDEX deliveries_destination_status ON deliveries (destination_id, status, created_at DESC);
 CREATE INDEX deliveries_event ON deliveries (event_id);
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id);
-CREATE INDEX deliveries_status_created_at ON deliveries (status, created_at);
+-- What retention deletes: deliveries finished long enough ago (a failed one's last attempt is its next_attempt_at).
+CREATE INDEX deliveries_delivered_at ON deliveries (delivered_at) WHERE status = 'delivered';
+CREATE INDEX deliveries_failed_at ON deliveries (next_attempt_at) WHERE status = 'failed';
 
 -- Every request made to a destination and what came back.
 CREATE TABLE delivery_attempts (
@@ -84,14 +86,21 @@ CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id, id);
 -- because HTTP delivery must not wait on the broker: while it is down, webhooks are routed but not published.
 ALTER TABLE webhooks ADD COLUMN routed_at timestamptz;
 
--- Sender processes wake within milliseconds of new deliveries instead of waiting for their poll.
+-- What retention deletes: webhooks published (or dead: their last attempt is next_attempt_at) long enough ago.
+CREATE INDEX webhooks_published_at ON webhooks (published_at) WHERE status = 'published';
+CREATE INDEX webhooks_dead_at ON webhooks (next_attempt_at) WHERE status = 'dead';
+
+-- Sender processes wake within milliseconds of new deliveries instead of waiting for their poll. Only when
+-- rows came in: the worker's statement carries an INSERT into deliveries that is empty with no destinations.
 CREATE FUNCTION deliveries_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM pg_notify('deliveries_due', '');
+  IF EXISTS (SELECT 1 FROM inserted) THEN
+    PERFORM pg_notify('deliveries_due', '');
+  END IF;
   RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER deliveries_notify_due
-  AFTER INSERT ON deliveries
+  AFTER INSERT ON deliveries REFERENCING NEW TABLE AS inserted
   FOR EACH STATEMENT EXECUTE FUNCTION deliveries_notify_due();

@@ -59,8 +59,13 @@ export async function startGateway(
   const destinations = createDestinationStore(sql)
   const policy = { allowHttp: config.destinations.allowHttp, allowedHosts: config.destinations.allowedHosts }
   if (config.destinations.file) {
-    const entries = await readDestinationsFile(config.destinations.file, policy)
-    await applyDestinationsFile(sql, destinations, entries, log)
+    try {
+      const entries = await readDestinationsFile(config.destinations.file, policy)
+      await applyDestinationsFile(sql, destinations, entries, log)
+    } catch (error) {
+      await sql.end({ timeout: 2 })
+      throw error
+    }
   }
 
   const redis = new Redis(config.redisUrl, {

@@ -15,8 +15,9 @@ export interface RetentionOptions {
 }
 
 /**
- * Deletes what is old enough, in small batches, in the background of the worker. Only finished rows go:
- * a webhook not yet published or a delivery still pending is never deleted, however old.
+ * Deletes what is old enough, in small batches, in the background of the worker. Only finished rows go, aged
+ * from when they finished (published, delivered, or their last failed attempt), so a replay or a retry
+ * starts the clock again; a webhook not yet published or a delivery still pending is never deleted.
  */
 export class Retention {
   private timer: NodeJS.Timeout | undefined
@@ -64,7 +65,9 @@ export class Retention {
       (limit) => this.sql`
         DELETE FROM webhooks WHERE id IN (
           SELECT id FROM webhooks
-          WHERE status = ${status} AND received_at < now() - make_interval(secs => ${olderThanDays * 86400})
+          WHERE status = ${status}
+            AND ${status === 'published' ? this.sql`published_at` : this.sql`next_attempt_at`}
+                < now() - make_interval(secs => ${olderThanDays * 86400})
           LIMIT ${limit} FOR UPDATE SKIP LOCKED)`,
     )
   }
@@ -75,7 +78,9 @@ export class Retention {
       (limit) => this.sql`
         DELETE FROM deliveries WHERE id IN (
           SELECT id FROM deliveries
-          WHERE status = ${status} AND created_at < now() - make_interval(secs => ${olderThanDays * 86400})
+          WHERE status = ${status}
+            AND ${status === 'delivered' ? this.sql`delivered_at` : this.sql`next_attempt_at`}
+                < now() - make_interval(secs => ${olderThanDays * 86400})
           LIMIT ${limit} FOR UPDATE SKIP LOCKED)`,
     )
   }

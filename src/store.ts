@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import postgres from 'postgres'
 import type { CloudEvent } from './events.ts'
 import { copyWebhooks } from './copy.ts'
-import { fanOut, type HandledWebhook } from './destinations/store.ts'
+import { createFanOut, type HandledWebhook } from './destinations/fanout.ts'
 
 export type Sql = postgres.Sql<{}>
 
@@ -133,6 +133,7 @@ export interface WebhookFilter {
 
 /** The named queries. SQL stays SQL. */
 export function createStore(sql: Sql) {
+  const fanOut = createFanOut(sql)
   const filterClause = (filter: WebhookFilter) => sql`
     WHERE true
     ${filter.provider ? sql`AND provider = ${filter.provider}` : sql``}
@@ -238,7 +239,7 @@ export function createStore(sql: Sql) {
 
     /**
      * Marks a batch of webhooks published, with the ids of the events each one produced, and fans out the
-     * events of those not yet routed to the destinations that want them, in one transaction (the outbox).
+     * events of those not yet routed to the destinations that want them, in one statement (the outbox).
      */
     async markPublished(
       published: readonly {
@@ -252,17 +253,17 @@ export function createStore(sql: Sql) {
       const unrouted = published
         .filter((p) => !p.routed)
         .map((p): HandledWebhook => ({ webhookId: p.id, events: p.events }))
-      return sql.begin(async (tx) => {
-        const fannedOut = await fanOut(tx, unrouted)
-        await tx`
+      return fanOut(
+        unrouted,
+        (unchanged) => sql`
           UPDATE webhooks AS w
           SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
               published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids)),
               routed_at = coalesce(w.routed_at, now())
-          FROM jsonb_to_recordset(${tx.json(records as postgres.JSONValue)}) AS p(id uuid, event_ids jsonb)
-          WHERE w.id = p.id`
-        return fannedOut
-      })
+          FROM jsonb_to_recordset(${sql.json(records as postgres.JSONValue)}) AS p(id uuid, event_ids jsonb)
+          WHERE w.id = p.id AND ${unchanged}
+          RETURNING w.id`,
+      )
     },
 
     /**
@@ -271,13 +272,13 @@ export function createStore(sql: Sql) {
      */
     async routeAndRelease(handled: readonly HandledWebhook[]): Promise<number> {
       if (handled.length === 0) return 0
-      return sql.begin(async (tx) => {
-        const fannedOut = await fanOut(tx, handled)
-        await tx`
+      return fanOut(
+        handled,
+        (unchanged) => sql`
           UPDATE webhooks SET routed_at = coalesce(routed_at, now()), next_attempt_at = now()
-          WHERE id = ANY(${handled.map((h) => h.webhookId)}::uuid[])`
-        return fannedOut
-      })
+          WHERE id = ANY(${handled.map((h) => h.webhookId)}::uuid[]) AND ${unchanged}
+          RETURNING id`,
+      )
     },
 
     /** Records a failed attempt: retried after `retryInSeconds`, or dead when there is none left. */

@@ -55,9 +55,10 @@ export async function applyDestinationsFile(
   entries: readonly FileEntry[],
   log: Logger,
 ): Promise<void> {
-  const [lock] = await sql`SELECT pg_advisory_lock(hashtext('webhook-gateway:destinations-file')) AS locked`
-  void lock
+  // A session lock on one reserved connection: taken and released on the same session.
+  const session = await sql.reserve()
   try {
+    await session`SELECT pg_advisory_lock(hashtext('webhook-gateway:destinations-file'))`
     for (const entry of entries) {
       const settings = toSettings({ ...entry, enabled: entry.enabled ?? true })
       const existing = await destinations.getByName(entry.name)
@@ -76,8 +77,10 @@ export async function applyDestinationsFile(
         })
         continue
       }
+      // Back in the file after being removed from it: enabled again, unless the file says otherwise.
+      const returning = !existing.enabled && existing.disabledReason === removedReason
       const { enabled: _enabled, ...rest } = settings
-      await destinations.update(existing.id, entry.enabled === undefined ? rest : settings)
+      await destinations.update(existing.id, entry.enabled === undefined && !returning ? rest : settings)
       await sql`UPDATE destinations SET source = 'file' WHERE id = ${existing.id}`
       if (entry.secret && !(await destinations.activeSecrets(existing.id)).includes(entry.secret)) {
         await destinations.rotateSecret(existing.id, 24 * 3600, entry.secret)
@@ -89,7 +92,7 @@ export async function applyDestinationsFile(
     }
     const names = entries.map((entry) => entry.name)
     const removed = await sql`
-      UPDATE destinations SET enabled = false, disabled_reason = 'removed from DESTINATIONS_FILE', updated_at = now()
+      UPDATE destinations SET enabled = false, disabled_reason = ${removedReason}, updated_at = now()
       WHERE source = 'file' AND enabled AND NOT (name = ANY(${names}::text[]))
       RETURNING id, name`
     for (const row of removed)
@@ -98,6 +101,9 @@ export async function applyDestinationsFile(
         name: row.name,
       })
   } finally {
-    await sql`SELECT pg_advisory_unlock(hashtext('webhook-gateway:destinations-file'))`
+    await session`SELECT pg_advisory_unlock(hashtext('webhook-gateway:destinations-file'))`.catch(() => {})
+    session.release()
   }
 }
+
+const removedReason = 'removed from DESTINATIONS_FILE'

@@ -3,7 +3,14 @@ import { Webhook } from 'standardwebhooks'
 import type { Dispatcher } from 'undici'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics.ts'
-import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome } from './store.ts'
+import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome, RecordedOutcome } from './store.ts'
+
+/** An attempt made, waiting to be recorded. */
+interface Unrecorded {
+  readonly delivery: DueDelivery
+  readonly attempt: DeliveryAttempt
+  readonly outcome: Outcome
+}
 
 /** How much of an answer's body the attempt log keeps. */
 export const responseBodyLimit = 10 * 1024
@@ -148,9 +155,12 @@ export class DeliverySender {
   private poll: NodeJS.Timeout | undefined
   private listener: { unlisten: () => Promise<void> } | undefined
   private readonly sending = new Set<Promise<void>>()
+  /** Attempts made and not yet recorded; recorded together, in one transaction per batch. */
+  private unrecorded: Unrecorded[] = []
+  private recording: Promise<void> | undefined
 
   constructor(
-    private readonly store: Pick<DestinationStore, 'claimDue' | 'recordAttempt' | 'listen'>,
+    private readonly store: Pick<DestinationStore, 'claimDue' | 'recordAttempts' | 'listen'>,
     private readonly options: SenderOptions,
   ) {}
 
@@ -188,10 +198,11 @@ export class DeliverySender {
     this.stopped = true
     clearInterval(this.poll)
     const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
-    await Promise.race([
-      Promise.all([this.listener?.unlisten().catch(() => {}), this.claiming, ...this.sending]),
-      deadline,
-    ])
+    const finished = async () => {
+      await Promise.all([this.listener?.unlisten().catch(() => {}), this.claiming, ...this.sending])
+      while (this.recording) await this.recording
+    }
+    await Promise.race([finished(), deadline])
   }
 
   private async claim(): Promise<void> {
@@ -214,20 +225,25 @@ export class DeliverySender {
         this.total += 1
         const sent: Promise<void> = this.send(delivery).finally(() => {
           this.sending.delete(sent)
-          const left = (this.inFlight.get(delivery.destinationId) ?? 1) - 1
-          if (left > 0) this.inFlight.set(delivery.destinationId, left)
+          const before = this.inFlight.get(delivery.destinationId) ?? 1
+          if (before > 1) this.inFlight.set(delivery.destinationId, before - 1)
           else this.inFlight.delete(delivery.destinationId)
+          // Claims were held back by a limit this frees: more may be due. Otherwise everything due was
+          // claimed, and a notification, a retry asked for, or the poll says when there is more.
+          const wasFull = before >= delivery.maxInFlight || this.total >= concurrency
           this.total -= 1
-          this.wake()
+          if (wasFull) this.wake()
         })
         this.sending.add(sent)
       }
     }
   }
 
-  /** One attempt: the request, then its record. */
+  /**
+   * One attempt: the request, then its record. The slot is free once the answer is in; the record follows
+   * with others (until then the claim's lease keeps the delivery from being sent again).
+   */
   private async send(delivery: DueDelivery): Promise<void> {
-    const { log, metrics } = this.options
     const attempt = await this.attempt(delivery)
     const outcome = outcomeOf(
       attempt.statusCode ?? undefined,
@@ -235,6 +251,33 @@ export class DeliverySender {
       delivery.retryScheduleSeconds,
       delivery.attempts,
     )
+    this.unrecorded.push({ delivery, attempt, outcome })
+    this.recording ??= this.record().finally(() => (this.recording = undefined))
+  }
+
+  /** Records what has been sent, a batch per transaction, until nothing is left. */
+  private async record(): Promise<void> {
+    const { log } = this.options
+    while (this.unrecorded.length > 0) {
+      const batch = this.unrecorded.splice(0, 500)
+      let recorded: RecordedOutcome[]
+      try {
+        recorded = await this.store.recordAttempts(batch)
+      } catch (error) {
+        // The leases bring them back: sent again with the same webhook-id, which receivers deduplicate on.
+        log.error('sender: could not record attempts; those deliveries will be sent again', {
+          deliveries: batch.length,
+          error,
+        })
+        continue
+      }
+      batch.forEach((item, index) => this.report(item, recorded[index] ?? { recorded: false }))
+    }
+  }
+
+  /** Logs and metrics for one recorded attempt. */
+  private report({ delivery, attempt, outcome }: Unrecorded, recorded: RecordedOutcome): void {
+    const { log, metrics } = this.options
     const result = outcomeLabel(outcome)
     metrics.count('destination_attempts_total', 'Requests made to destinations, by outcome', {
       destination: delivery.destinationId,
@@ -257,17 +300,6 @@ export class DeliverySender {
     if (result === 'delivered') log.debug('delivered', fields)
     else if (result === 'failed') log.warn('sender: delivery failed, no attempts left', fields)
     else log.info('sender: attempt failed', { ...fields, retryInSeconds: outcomeDelay(outcome) })
-    let recorded
-    try {
-      recorded = await this.store.recordAttempt(delivery, attempt, outcome)
-    } catch (error) {
-      // The lease brings it back: sent again with the same webhook-id, which receivers deduplicate on.
-      log.error('sender: could not record an attempt; the delivery will be sent again', {
-        delivery: delivery.id,
-        error,
-      })
-      return
-    }
     if (recorded.consecutiveFailures !== undefined && warnAt.has(recorded.consecutiveFailures)) {
       metrics.count('destination_failure_warnings_total', 'Warnings about consecutive failed deliveries', {
         destination: delivery.destinationId,

@@ -1,11 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { serializeEvent, type CloudEvent } from '../events.ts'
 import type { Sql } from '../store.ts'
-
-/** A connection or a transaction: what a query needs. */
-type Queryable = Sql | postgres.TransactionSql
-import { wantsEvent } from './patterns.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
 export const defaultRetryScheduleSeconds: readonly number[] = [5, 300, 1800, 7200, 18000, 36000, 36000]
@@ -69,6 +64,7 @@ export interface DueDelivery {
   readonly attempts: number
   readonly url: string
   readonly timeoutMs: number
+  readonly maxInFlight: number
   readonly headers: Readonly<Record<string, string>>
   readonly retryScheduleSeconds: readonly number[]
   /** The destination's active secrets, newest first: one signature each. */
@@ -92,17 +88,13 @@ export interface RecordedOutcome {
   readonly disabledReason?: string
 }
 
+const failedForGood = (outcome: Outcome) => outcome.kind === 'retry' && outcome.retryInSeconds === undefined
+
 /** Consecutive failed deliveries after which a destination is disabled. */
 export const disableAfterFailures = 10
 
 /** A secret in the Standard Webhooks form: `whsec_` and 32 random bytes in base64. */
 export const generateSecret = () => `whsec_${randomBytes(32).toString('base64')}`
-
-/** A webhook's events to be fanned out to the destinations that want them. */
-export interface HandledWebhook {
-  readonly webhookId: string
-  readonly events: readonly CloudEvent[]
-}
 
 const destinationColumns = `d.id, d.name, d.source, d.url, d.events, d.enabled, d.disabled_reason, d.timeout_ms,
   d.max_in_flight, d.headers, d.retry_schedule_seconds, d.consecutive_failures, d.created_at, d.updated_at,
@@ -159,41 +151,6 @@ function toAttempt(row: postgres.Row): DeliveryAttempt {
     responseBody: row.response_body,
     error: row.error,
   }
-}
-
-/**
- * Writes a delivery for every destination that wants one of these events, inside the caller's transaction
- * (the outbox: the same commit records the webhooks handled). The destinations are read in that
- * transaction, so one created a moment ago is not missed; disabled ones get deliveries too, which wait.
- * A webhook handled twice adds nothing: (destination, event id) is unique.
- */
-export async function fanOut(tx: Queryable, handled: readonly HandledWebhook[]): Promise<number> {
-  if (handled.length === 0) return 0
-  const destinations = await tx`SELECT id, events FROM destinations`
-  if (destinations.length === 0) return 0
-  const rows: Record<string, string>[] = []
-  for (const { webhookId, events } of handled) {
-    for (const event of events) {
-      let payload: string | undefined
-      for (const destination of destinations) {
-        if (!wantsEvent(destination.events, event.type)) continue
-        payload ??= serializeEvent(event).toString('utf8')
-        rows.push({
-          id: randomUUID(),
-          destination_id: destination.id,
-          webhook_id: webhookId,
-          event_id: event.id,
-          event_type: event.type,
-          payload,
-        })
-      }
-    }
-  }
-  if (rows.length === 0) return 0
-  const inserted = await tx`
-    INSERT INTO deliveries ${tx(rows)}
-    ON CONFLICT (destination_id, event_id) DO NOTHING`
-  return inserted.count
 }
 
 /** The queries behind destinations, deliveries and their attempts. SQL stays SQL. */
@@ -339,7 +296,7 @@ export function createDestinationStore(sql: Sql) {
           LIMIT ${limit}
         )
         RETURNING d.id, d.destination_id, d.event_id, d.event_type, d.payload, d.attempts, t.url, t.timeout_ms,
-          t.headers, t.retry_schedule_seconds,
+          t.max_in_flight, t.headers, t.retry_schedule_seconds,
           ARRAY(SELECT secret FROM destination_secrets s
                 WHERE s.destination_id = t.id AND (s.expires_at IS NULL OR s.expires_at > now())
                 ORDER BY s.created_at DESC) AS secrets`
@@ -352,6 +309,7 @@ export function createDestinationStore(sql: Sql) {
         attempts: row.attempts,
         url: row.url,
         timeoutMs: row.timeout_ms,
+        maxInFlight: row.max_in_flight,
         headers: row.headers,
         retryScheduleSeconds: row.retry_schedule_seconds,
         secrets: row.secrets,
@@ -359,71 +317,162 @@ export function createDestinationStore(sql: Sql) {
     },
 
     /**
-     * Records one attempt and what follows from it, in one transaction: the attempt in the log, the
-     * delivery's new state, and the destination's run of failed deliveries (reset by a success; at
-     * `disableAfterFailures` it disables the destination, as a 410 does at once).
+     * Records attempts and what follows from them, many in one transaction (senders finish requests faster
+     * than Postgres commits them one by one): each attempt in the log, each delivery's new state, and each
+     * destination's run of failed deliveries, in the order given. A success ends the run; a delivery failed
+     * for good lengthens it, and at `disableAfterFailures` the destination is disabled, as a 410 does at once.
      */
-    async recordAttempt(
-      delivery: Pick<DueDelivery, 'id' | 'destinationId'>,
-      attempt: DeliveryAttempt,
-      outcome: Outcome,
-    ): Promise<RecordedOutcome> {
-      return sql.begin(async (tx) => {
-        const [current] = await tx`
-          SELECT id FROM deliveries WHERE id = ${delivery.id} AND status = 'pending' FOR UPDATE`
-        if (!current) return { recorded: false }
-        await tx`
-          INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, response_headers,
-            response_body, error)
-          VALUES (${delivery.id}, ${attempt.attemptedAt}, ${attempt.durationMs}, ${attempt.statusCode},
-            ${attempt.responseHeaders ? tx.json(attempt.responseHeaders as postgres.JSONValue) : null},
-            ${attempt.responseBody}, ${attempt.error})`
-        const failedForGood = outcome.kind === 'retry' && outcome.retryInSeconds === undefined
-        const retryInSeconds = outcome.kind === 'retry' ? (outcome.retryInSeconds ?? 0) : 0
-        await tx`
-          UPDATE deliveries SET
-            attempts = attempts + 1,
-            last_status_code = ${attempt.statusCode},
-            last_error = ${attempt.error},
-            status = ${outcome.kind === 'delivered' ? 'delivered' : failedForGood ? 'failed' : 'pending'},
-            delivered_at = ${outcome.kind === 'delivered' ? tx`now()` : null},
-            next_attempt_at = now() + make_interval(secs => ${retryInSeconds})
-          WHERE id = ${delivery.id}`
-        if (outcome.kind === 'delivered') {
-          await tx`
+    async recordAttempts(
+      attempts: readonly {
+        readonly delivery: Pick<DueDelivery, 'id' | 'destinationId'>
+        readonly attempt: DeliveryAttempt
+        readonly outcome: Outcome
+      }[],
+    ): Promise<RecordedOutcome[]> {
+      if (attempts.length === 0) return []
+      // The usual case, deliveries answered or retried later, is one statement; what changes a destination's
+      // state (a delivery failed for good, a 410) takes the transaction below.
+      const usual = (outcome: Outcome) =>
+        outcome.kind === 'delivered' || (outcome.kind === 'retry' && outcome.retryInSeconds !== undefined)
+      if (attempts.every(({ outcome }) => usual(outcome))) {
+        const states = attempts.map(({ delivery, attempt, outcome }) => ({
+          id: delivery.id,
+          attempted_at: attempt.attemptedAt,
+          duration_ms: attempt.durationMs,
+          status_code: attempt.statusCode,
+          response_headers: attempt.responseHeaders,
+          response_body: attempt.responseBody,
+          error: attempt.error,
+          status: outcome.kind === 'delivered' ? 'delivered' : 'pending',
+          retry_in_seconds: outcome.kind === 'retry' ? outcome.retryInSeconds : 0,
+        }))
+        const updated = await sql`
+          WITH s AS (
+            SELECT * FROM jsonb_to_recordset(${sql.json(states as postgres.JSONValue)}) AS s(id uuid,
+              attempted_at timestamptz, duration_ms double precision, status_code int, response_headers jsonb,
+              response_body text, error text, status text, retry_in_seconds double precision)
+          ),
+          updated AS (
+            UPDATE deliveries AS d SET
+              attempts = d.attempts + 1,
+              last_status_code = s.status_code,
+              last_error = s.error,
+              status = s.status,
+              delivered_at = CASE WHEN s.status = 'delivered' THEN now() END,
+              next_attempt_at = now() + make_interval(secs => s.retry_in_seconds)
+            FROM s WHERE d.id = s.id AND d.status = 'pending'
+            RETURNING d.id, d.destination_id, d.status
+          ),
+          logged AS (
+            INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, response_headers,
+              response_body, error)
+            SELECT s.id, s.attempted_at, s.duration_ms, s.status_code, s.response_headers, s.response_body, s.error
+            FROM s JOIN updated USING (id)
+          ),
+          -- A success ends the destination's run of failed deliveries.
+          reset AS (
             UPDATE destinations SET consecutive_failures = 0
-            WHERE id = ${delivery.destinationId} AND consecutive_failures > 0`
-          return { recorded: true }
-        }
-        if (outcome.kind === 'gone') {
-          const disabledReason = 'the endpoint answered 410 Gone'
-          await tx`
-            UPDATE destinations SET enabled = false, disabled_reason = ${disabledReason}, updated_at = now()
-            WHERE id = ${delivery.destinationId}`
-          return { recorded: true, disabledReason }
-        }
-        if (!failedForGood) return { recorded: true }
-        const [destination] = await tx`
-          SELECT enabled, consecutive_failures FROM destinations WHERE id = ${delivery.destinationId} FOR UPDATE`
-        const consecutiveFailures = (destination?.consecutive_failures ?? 0) + 1
-        const disable = destination?.enabled === true && consecutiveFailures >= disableAfterFailures
-        const disabledReason = `${consecutiveFailures} consecutive failed deliveries`
+            WHERE consecutive_failures > 0 AND id IN (SELECT destination_id FROM updated WHERE status = 'delivered')
+          )
+          SELECT id FROM updated`
+        const recorded = new Set(updated.map((row) => row.id as string))
+        return attempts.map(({ delivery }) => ({ recorded: recorded.has(delivery.id) }))
+      }
+      return sql.begin(async (tx) => {
+        const ids = attempts.map((item) => item.delivery.id)
+        // A delivery whose destination was deleted meanwhile, or recorded by another sender, is left alone.
+        const current = new Set(
+          (
+            await tx`SELECT id FROM deliveries WHERE id = ANY(${ids}::uuid[]) AND status = 'pending' FOR UPDATE`
+          ).map((row) => row.id as string),
+        )
+        const live = attempts.filter((item) => current.has(item.delivery.id))
+        if (live.length === 0) return attempts.map(() => ({ recorded: false }))
         await tx`
-          UPDATE destinations SET
-            consecutive_failures = ${consecutiveFailures},
-            ${disable ? tx`enabled = false, disabled_reason = ${disabledReason},` : tx``}
-            updated_at = now()
-          WHERE id = ${delivery.destinationId}`
-        return disable
-          ? { recorded: true, consecutiveFailures, disabledReason }
-          : { recorded: true, consecutiveFailures }
-      })
-    },
+          INSERT INTO delivery_attempts ${tx(
+            live.map(({ delivery, attempt }) => ({
+              delivery_id: delivery.id,
+              attempted_at: attempt.attemptedAt,
+              duration_ms: attempt.durationMs,
+              status_code: attempt.statusCode,
+              response_headers: attempt.responseHeaders as postgres.JSONValue,
+              response_body: attempt.responseBody,
+              error: attempt.error,
+            })),
+          )}`
+        const states = live.map(({ delivery, attempt, outcome }) => ({
+          id: delivery.id,
+          status_code: attempt.statusCode,
+          error: attempt.error,
+          status: outcome.kind === 'delivered' ? 'delivered' : failedForGood(outcome) ? 'failed' : 'pending',
+          retry_in_seconds: outcome.kind === 'retry' ? (outcome.retryInSeconds ?? 0) : 0,
+        }))
+        await tx`
+          UPDATE deliveries AS d SET
+            attempts = d.attempts + 1,
+            last_status_code = s.status_code,
+            last_error = s.error,
+            status = s.status,
+            delivered_at = CASE WHEN s.status = 'delivered' THEN now() END,
+            next_attempt_at = now() + make_interval(secs => s.retry_in_seconds)
+          FROM jsonb_to_recordset(${tx.json(states)})
+            AS s(id uuid, status_code int, error text, status text, retry_in_seconds double precision)
+          WHERE d.id = s.id`
 
-    /** Gives claimed deliveries back untouched (this process is stopping): no attempt is spent. */
-    async release(ids: readonly string[]): Promise<void> {
-      if (ids.length === 0) return
-      await sql`UPDATE deliveries SET next_attempt_at = now() WHERE id = ANY(${ids as string[]}::uuid[]) AND status = 'pending'`
+        // Each destination's run of failures, walked in order; written only where it changed.
+        const destinationIds = [...new Set(live.map((item) => item.delivery.destinationId))]
+        const rows = await tx`
+          SELECT id, enabled, consecutive_failures FROM destinations
+          WHERE id = ANY(${destinationIds}::uuid[]) ORDER BY id FOR UPDATE`
+        const state = new Map(
+          rows.map((row) => [
+            row.id as string,
+            {
+              enabled: row.enabled as boolean,
+              failures: row.consecutive_failures as number,
+              disabledReason: undefined as string | undefined,
+              changed: false,
+            },
+          ]),
+        )
+        const results = new Map<string, RecordedOutcome>()
+        for (const { delivery, outcome } of live) {
+          const destination = state.get(delivery.destinationId)
+          if (!destination) {
+            results.set(delivery.id, { recorded: true })
+            continue
+          }
+          if (outcome.kind === 'delivered') {
+            destination.changed ||= destination.failures > 0
+            destination.failures = 0
+            results.set(delivery.id, { recorded: true })
+          } else if (outcome.kind === 'gone') {
+            const disabledReason = 'the endpoint answered 410 Gone'
+            if (destination.enabled)
+              Object.assign(destination, { enabled: false, disabledReason, changed: true })
+            results.set(delivery.id, { recorded: true, disabledReason })
+          } else if (failedForGood(outcome)) {
+            destination.failures += 1
+            destination.changed = true
+            const consecutiveFailures = destination.failures
+            if (destination.enabled && consecutiveFailures >= disableAfterFailures) {
+              const disabledReason = `${consecutiveFailures} consecutive failed deliveries`
+              Object.assign(destination, { enabled: false, disabledReason })
+              results.set(delivery.id, { recorded: true, consecutiveFailures, disabledReason })
+            } else results.set(delivery.id, { recorded: true, consecutiveFailures })
+          } else results.set(delivery.id, { recorded: true })
+        }
+        for (const [id, destination] of state) {
+          if (!destination.changed) continue
+          await tx`
+            UPDATE destinations SET
+              consecutive_failures = ${destination.failures},
+              ${destination.disabledReason ? tx`enabled = false, disabled_reason = ${destination.disabledReason},` : tx``}
+              updated_at = now()
+            WHERE id = ${id}`
+        }
+        return attempts.map((item) => results.get(item.delivery.id) ?? { recorded: false })
+      })
     },
 
     async listDeliveries(filter: {
