@@ -34,6 +34,15 @@ export interface SteadyResult {
   readonly p50Ms: number
   readonly p99Ms: number
   readonly maxMs: number
+  /** Received -> published and fanned out (the worker). */
+  readonly handledP50Ms: number
+  readonly handledP99Ms: number
+  /** Fanned out -> the request started (the sender). */
+  readonly claimedP50Ms: number
+  readonly claimedP99Ms: number
+  /** CPU per webhook, from its receipt to its delivery: the gateway process and Postgres. */
+  readonly gatewayCpuUs: number
+  readonly postgresCpuUs: number | undefined
 }
 
 export interface BacklogRun {
@@ -66,6 +75,8 @@ export interface DestinationsContext {
 }
 
 const host = '127.0.0.1'
+/** Deliveries that pile up for each disabled destination before it is enabled. */
+const backlogSize = 10_000
 const adminToken = randomBytes(16).toString('hex')
 const newSecret = () => `whsec_${randomBytes(32).toString('base64')}`
 
@@ -162,11 +173,13 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
     (
       await sql`SELECT count(*)::int AS n FROM deliveries WHERE destination_id = ${destinationId} AND status = 'delivered'`
     )[0]!.n as number
-  const waitUntil = async (check: () => Promise<boolean>, what: string) => {
+  const waitUntil = async (check: () => Promise<boolean>, what: string, progress?: () => Promise<string>) => {
     const deadline = Date.now() + settings.drainLimitMs
     while (!(await check())) {
-      if (Date.now() > deadline)
-        throw new Error(`destinations: ${what} not within ${settings.drainLimitMs / 1000} s`)
+      if (Date.now() > deadline) {
+        const state = progress ? ` (${await progress()})` : ''
+        throw new Error(`destinations: ${what} not within ${settings.drainLimitMs / 1000} s${state}`)
+      }
       // Not faster: counting is Postgres work the numbers would include.
       await sleep(250)
     }
@@ -185,6 +198,7 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
   defer('close the load pool', () => pool.close())
   let sent = 0
   let accepted = 0
+  const steadyCpu = { gateway: processCpuMs(gateway.pid), postgres: postgresCpuMs(context.postmasterPid) }
   const answers: Promise<void>[] = []
   const started = performance.now()
   while (performance.now() - started < settings.durationMs) {
@@ -205,17 +219,27 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
   }
   await Promise.all(answers)
   await waitUntil(async () => (await delivered(steadyId)) >= accepted, 'every steady delivery')
-  const latencies = (
-    await sql`
-      SELECT extract(epoch FROM a.attempted_at - w.received_at) * 1000 + a.duration_ms AS ms
-      FROM deliveries d
-      JOIN webhooks w ON w.id = d.webhook_id
-      JOIN delivery_attempts a ON a.delivery_id = d.id AND a.status_code BETWEEN 200 AND 299
-      WHERE d.destination_id = ${steadyId}`
-  )
-    .map((row) => Number(row.ms))
-    .sort((a, b) => a - b)
-  const sorted = Float64Array.from(latencies)
+  const steadyGatewayCpuUs = ((processCpuMs(gateway.pid) - steadyCpu.gateway) * 1000) / Math.max(1, accepted)
+  const steadyPostgresAfter = postgresCpuMs(context.postmasterPid)
+  const steadyPostgresCpuUs =
+    steadyCpu.postgres === undefined || steadyPostgresAfter === undefined
+      ? undefined
+      : ((steadyPostgresAfter - steadyCpu.postgres) * 1000) / Math.max(1, accepted)
+  // Per event: received -> answered, and its parts: received -> handled (published and fanned out, one
+  // statement) and handled -> the request's start (the sender's claim).
+  const rows = await sql`
+    SELECT extract(epoch FROM a.attempted_at - w.received_at) * 1000 + a.duration_ms AS total,
+           extract(epoch FROM d.created_at - w.received_at) * 1000 AS handled,
+           extract(epoch FROM a.attempted_at - d.created_at) * 1000 AS claimed
+    FROM deliveries d
+    JOIN webhooks w ON w.id = d.webhook_id
+    JOIN delivery_attempts a ON a.delivery_id = d.id AND a.status_code BETWEEN 200 AND 299
+    WHERE d.destination_id = ${steadyId}`
+  const sortedBy = (column: string) =>
+    Float64Array.from(rows.map((row) => Number(row[column])).sort((a, b) => a - b))
+  const sorted = sortedBy('total')
+  const handled = sortedBy('handled')
+  const claimed = sortedBy('claimed')
   const steady: SteadyResult = {
     rate,
     seconds,
@@ -225,6 +249,12 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
     p50Ms: quantile(sorted, 0.5),
     p99Ms: quantile(sorted, 0.99),
     maxMs: sorted[sorted.length - 1] ?? 0,
+    handledP50Ms: quantile(handled, 0.5),
+    handledP99Ms: quantile(handled, 0.99),
+    claimedP50Ms: quantile(claimed, 0.5),
+    claimedP99Ms: quantile(claimed, 0.99),
+    gatewayCpuUs: steadyGatewayCpuUs,
+    postgresCpuUs: steadyPostgresCpuUs,
   }
   await adminApi('DELETE', `/destinations/${steadyId}`).catch(() => {})
 
@@ -245,7 +275,8 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
     port,
     connections: settings.connections,
     durationMs: settings.durationMs,
-    maxRequests: settings.maxRequests,
+    // A backlog of one size from run to run, whatever the intake speed.
+    maxRequests: Math.min(settings.maxRequests, backlogSize),
     requestTimeoutMs: settings.requestTimeoutMs,
     request: (n) => payload.request(sent + n),
     isAccepted: (body) => body.includes('"accepted"'),
@@ -258,6 +289,9 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
   for (const { id } of backlogDestinations)
     await waitUntil(async () => (await pending(id)) >= backlogAccepted, 'the fan-out of the backlog')
 
+  // The load left autovacuum work behind (tens of thousands of new rows): done first, so that the numbers
+  // are the sender's, not a vacuum's running beside it.
+  await sql`VACUUM (ANALYZE) webhooks, deliveries`
   const backlog: BacklogRun[] = []
   for (const { id, maxInFlight } of backlogDestinations) {
     const deliveries = await pending(id)
@@ -266,7 +300,11 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
     const postgresCpu = postgresCpuMs(context.postmasterPid)
     const enabledAt = Date.now()
     await adminApi('PATCH', `/destinations/${id}`, { enabled: true })
-    await waitUntil(async () => (await pending(id)) === 0, 'the backlog')
+    await waitUntil(
+      async () => (await pending(id)) === 0,
+      `the backlog of ${deliveries} for max_in_flight ${maxInFlight}`,
+      async () => `${await pending(id)} still pending, ${await delivered(id)} delivered`,
+    )
     const [last] = await sql`
       SELECT extract(epoch FROM max(a.attempted_at)) * 1000 + max(a.duration_ms) AS at
       FROM deliveries d JOIN delivery_attempts a ON a.delivery_id = d.id WHERE d.destination_id = ${id}`
@@ -300,9 +338,9 @@ export function renderDestinations(result: DestinationsResult): string {
     '',
     `Steady load: ${steady.rate} signed deliveries/s for ${steady.seconds} s (open loop); one destination for \`payment.*\`.`,
     '',
-    '| sent | accepted | delivered | received -> endpoint answered p50 | p99 | max |',
-    '|---|---|---|---|---|---|',
-    `| ${thousands(steady.sent)} | ${thousands(steady.accepted)} | ${thousands(steady.delivered)} | ${fixed(steady.p50Ms)} ms | ${fixed(steady.p99Ms)} ms | ${fixed(steady.maxMs)} ms |`,
+    '| sent | accepted | delivered | received -> endpoint answered p50 / p99 / max | of which received -> handled p50 / p99 | handled -> request sent p50 / p99 | gateway CPU/webhook | postgres CPU/webhook |',
+    '|---|---|---|---|---|---|---|---|',
+    `| ${thousands(steady.sent)} | ${thousands(steady.accepted)} | ${thousands(steady.delivered)} | ${fixed(steady.p50Ms)} / ${fixed(steady.p99Ms)} / ${fixed(steady.maxMs)} ms | ${fixed(steady.handledP50Ms)} / ${fixed(steady.handledP99Ms)} ms | ${fixed(steady.claimedP50Ms)} / ${fixed(steady.claimedP99Ms)} ms | ${fixed(steady.gatewayCpuUs, 0)} us | ${fixed(steady.postgresCpuUs, 0)} us |`,
     '',
     'Backlog: deliveries waiting for a disabled destination, sent when it is enabled.',
     '',

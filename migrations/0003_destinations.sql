@@ -92,10 +92,11 @@ CREATE INDEX webhooks_dead_at ON webhooks (next_attempt_at) WHERE status = 'dead
 
 -- Sender processes wake within milliseconds of new deliveries instead of waiting for their poll. Only when
 -- rows came in: the worker's statement carries an INSERT into deliveries that is empty with no destinations.
+-- The payload names the writing process (its application_name), which has woken its own sender already.
 CREATE FUNCTION deliveries_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF EXISTS (SELECT 1 FROM inserted) THEN
-    PERFORM pg_notify('deliveries_due', '');
+    PERFORM pg_notify('deliveries_due', current_setting('application_name'));
   END IF;
   RETURN NULL;
 END
@@ -104,3 +105,12 @@ $$;
 CREATE TRIGGER deliveries_notify_due
   AFTER INSERT ON deliveries REFERENCING NEW TABLE AS inserted
   FOR EACH STATEMENT EXECUTE FUNCTION deliveries_notify_due();
+
+-- The same for stored webhooks: the process that stored them has woken its own worker; only the others need
+-- the notification, and they tell it from their own by the payload.
+CREATE OR REPLACE FUNCTION webhooks_notify_received() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('webhooks_received', current_setting('application_name'));
+  RETURN NULL;
+END
+$$;

@@ -140,7 +140,7 @@ export async function startGateway(
         retryDelaysSeconds: config.retryDelaysSeconds,
         log,
         metrics,
-        deliveriesSubmitted: runsApi ? () => intake.submitted : undefined,
+        intakeCounts: runsApi ? () => intake.counts : undefined,
         onFannedOut: () => sender?.wake(),
       })
     : undefined

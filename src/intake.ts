@@ -32,6 +32,7 @@ export class Intake {
   private readonly waiting: Waiting[] = []
   private inFlight = 0
   private submissions = 0
+  private queuedSubmissions = 0
   private drained: (() => void) | undefined
 
   constructor(
@@ -39,14 +40,18 @@ export class Intake {
     private readonly options: IntakeOptions,
   ) {}
 
-  /** How many webhooks were submitted so far: the worker's sign that deliveries are arriving. */
-  get submitted(): number {
-    return this.submissions
+  /**
+   * How many webhooks were submitted so far, and how many of them arrived while every commit slot was busy
+   * and waited for the next group. When most wait, intake is saturated.
+   */
+  get counts(): { readonly submitted: number; readonly queued: number } {
+    return { submitted: this.submissions, queued: this.queuedSubmissions }
   }
 
   /** Resolves once the webhook is committed (or found to be a duplicate); rejects if storage failed. */
   submit(webhook: NewWebhook): Promise<InsertResult> {
     this.submissions++
+    if (this.inFlight >= this.options.maxInFlight) this.queuedSubmissions++
     return new Promise((resolve, reject) => {
       const entry: Waiting = {
         webhook,

@@ -18,11 +18,13 @@ export interface WorkerOptions {
   readonly log: Logger
   readonly metrics: Metrics
   /**
-   * When this process also serves intake: how many deliveries it has taken so far. While the count grows
-   * and the event loop is nearly full, the worker keeps to `shareUnderLoad` of it, so that acknowledging a
-   * delivery never waits behind publishing; what it leaves is published as soon as the load eases.
+   * When this process also serves intake: how many deliveries it has taken so far, and how many of them had
+   * to wait for a commit slot. While most new ones wait (intake is saturated) and the event loop is nearly
+   * full, the worker keeps to `shareUnderLoad` of it, so that acknowledging a delivery never waits behind
+   * publishing; what it leaves is published as soon as the load eases. A flow intake keeps up with is
+   * published (and sent to destinations) at once.
    */
-  readonly deliveriesSubmitted?: (() => number) | undefined
+  readonly intakeCounts?: (() => { readonly submitted: number; readonly queued: number }) | undefined
   /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
   /** Called after deliveries to destinations were written, to wake this process's sender. */
@@ -38,19 +40,19 @@ type Handled =
 const publishChunk = 8
 
 /**
- * How long the worker rests after a batch: nothing unless deliveries are arriving and the event loop was
- * more than 80% busy since the last batch; then long enough that the worker's batches fill `share` of the
- * time (at most a second), leaving the rest to acknowledging deliveries.
+ * How long the worker rests after a batch: nothing unless intake is saturated (most deliveries since the
+ * last batch waited for a commit slot) and the event loop was more than 80% busy since then; then long enough that the worker's batches fill `share` of the
+ * time (at most 250 ms, so a webhook is never held long), leaving the rest to acknowledging deliveries.
  */
 export function pauseAfterBatch(options: {
   readonly batchMs: number
   readonly loopUtilization: number
-  readonly intakeActive: boolean
+  readonly intakeSaturated: boolean
   readonly share: number
 }): number {
-  if (!options.intakeActive || options.loopUtilization <= 0.8) return 0
+  if (!options.intakeSaturated || options.loopUtilization <= 0.8) return 0
   const share = Math.min(1, Math.max(0.01, options.share))
-  return Math.min(1000, (options.batchMs * (1 - share)) / share)
+  return Math.min(250, (options.batchMs * (1 - share)) / share)
 }
 
 /** Claims stored webhooks, maps them, publishes them with confirms, and records the outcome. */
@@ -58,8 +60,8 @@ export class Worker {
   private running: Promise<void> | undefined
   /** The last batch was followed by a pause for intake's sake. */
   private holdingBack = false
-  /** deliveriesSubmitted at the end of the last batch. */
-  private submittedBefore = 0
+  /** intakeCounts at the end of the last batch. */
+  private countsBefore = { submitted: 0, queued: 0 }
   private again = false
   private stopped = false
   private poll: NodeJS.Timeout | undefined
@@ -127,9 +129,10 @@ export class Worker {
         continue
       }
       let claimed: StoredWebhook[]
+      // While holding back, small batches: each one blocks the event loop for less time.
+      const limit = this.holdingBack ? publishChunk : concurrency
       try {
-        // While holding back, small batches: each one blocks the event loop for less time.
-        claimed = await this.store.claimDue(this.holdingBack ? publishChunk : concurrency, leaseSeconds)
+        claimed = await this.store.claimDue(limit, leaseSeconds)
       } catch (error) {
         log.warn('worker: cannot claim webhooks, postgres unavailable', { error })
         return
@@ -145,6 +148,9 @@ export class Worker {
       // The batch's cost is the event loop's busy time while it ran, not its wall time: a batch mostly
       // waiting on the broker's confirms and Postgres took little from intake and earns no long pause.
       loop = await this.holdBackUnderLoad(performance.eventLoopUtilization(batchStarted).active, loop)
+      // A claim short of its limit took everything due: no claim again until woken (a commit, a
+      // notification from another process, the poll), which at a steady trickle halves the claims.
+      if (claimed.length < limit && !this.again) return
     }
   }
 
@@ -199,22 +205,24 @@ export class Worker {
   }
 
   /**
-   * Pauses after a batch that kept the event loop busy `batchMs` while intake keeps it busy too (see
-   * deliveriesSubmitted).
+   * Pauses after a batch that kept the event loop busy `batchMs` while intake is saturated (see
+   * intakeCounts).
    */
   private async holdBackUnderLoad(
     batchMs: number,
     since: ReturnType<typeof performance.eventLoopUtilization>,
   ): Promise<ReturnType<typeof performance.eventLoopUtilization>> {
     const now = performance.eventLoopUtilization()
-    const submitted = this.options.deliveriesSubmitted?.() ?? 0
+    const counts = this.options.intakeCounts?.() ?? this.countsBefore
+    const arrived = counts.submitted - this.countsBefore.submitted
+    const waited = counts.queued - this.countsBefore.queued
     const pauseMs = pauseAfterBatch({
       batchMs,
       loopUtilization: performance.eventLoopUtilization(now, since).utilization,
-      intakeActive: submitted !== this.submittedBefore,
+      intakeSaturated: arrived > 0 && waited * 2 >= arrived,
       share: this.options.shareUnderLoad ?? 0.1,
     })
-    this.submittedBefore = submitted
+    this.countsBefore = counts
     this.holdingBack = pauseMs > 0
     if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
     // The next window includes this pause: intake that eased during it lets the worker run at full speed.

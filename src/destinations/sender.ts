@@ -148,6 +148,10 @@ const describeError = (error: unknown, timeoutMs: number): string => {
  */
 export class DeliverySender {
   private readonly inFlight = new Map<string, number>()
+  /** Destinations whose last claim filled their free slots: more may be due (see claim). */
+  private readonly capped = new Set<string>()
+  /** Each destination's max_in_flight, as its deliveries last said. */
+  private readonly limits = new Map<string, number>()
   private total = 0
   private claiming: Promise<void> | undefined
   private again = false
@@ -205,38 +209,57 @@ export class DeliverySender {
     await Promise.race([finished(), deadline])
   }
 
+  /**
+   * Claims due deliveries up to every limit and starts sending them. A destination whose claim filled its
+   * free slots may have more due (it is `capped`): each of its answers claims again. One that got fewer has
+   * none due now; it is claimed again on a notification, a retry asked for, or the poll.
+   */
   private async claim(): Promise<void> {
     const { concurrency, leaseMarginSeconds, log } = this.options
     while (!this.stopped && this.total < concurrency) {
       let claimed: DueDelivery[]
+      const limit = concurrency - this.total
+      const busy = new Map(this.inFlight)
       try {
-        claimed = await this.store.claimDue(
-          Object.fromEntries(this.inFlight),
-          concurrency - this.total,
-          leaseMarginSeconds,
-        )
+        claimed = await this.store.claimDue(Object.fromEntries(busy), limit, leaseMarginSeconds)
       } catch (error) {
         log.warn('sender: cannot claim deliveries, postgres unavailable', { error })
         return
       }
-      if (claimed.length === 0) return
+      const got = new Map<string, number>()
       for (const delivery of claimed) {
-        this.inFlight.set(delivery.destinationId, (this.inFlight.get(delivery.destinationId) ?? 0) + 1)
-        this.total += 1
-        const sent: Promise<void> = this.send(delivery).finally(() => {
-          this.sending.delete(sent)
-          const before = this.inFlight.get(delivery.destinationId) ?? 1
-          if (before > 1) this.inFlight.set(delivery.destinationId, before - 1)
-          else this.inFlight.delete(delivery.destinationId)
-          // Claims were held back by a limit this frees: more may be due. Otherwise everything due was
-          // claimed, and a notification, a retry asked for, or the poll says when there is more.
-          const wasFull = before >= delivery.maxInFlight || this.total >= concurrency
-          this.total -= 1
-          if (wasFull) this.wake()
-        })
-        this.sending.add(sent)
+        got.set(delivery.destinationId, (got.get(delivery.destinationId) ?? 0) + 1)
+        this.limits.set(delivery.destinationId, delivery.maxInFlight)
       }
+      // Below the global limit, a destination that got fewer than its free slots has nothing more due.
+      if (claimed.length < limit) {
+        for (const destination of [...this.capped, ...got.keys()]) {
+          const free = (this.limits.get(destination) ?? 0) - (busy.get(destination) ?? 0)
+          if ((got.get(destination) ?? 0) < free) this.capped.delete(destination)
+          else this.capped.add(destination)
+        }
+      }
+      for (const delivery of claimed) this.dispatch(delivery)
+      // Short of the limit: another claim now would come back empty.
+      if (claimed.length < limit) return
     }
+  }
+
+  /** Sends one claimed delivery; its answer frees its slot. */
+  private dispatch(delivery: DueDelivery): void {
+    const { concurrency } = this.options
+    this.inFlight.set(delivery.destinationId, (this.inFlight.get(delivery.destinationId) ?? 0) + 1)
+    this.total += 1
+    const sent: Promise<void> = this.send(delivery).finally(() => {
+      this.sending.delete(sent)
+      const left = (this.inFlight.get(delivery.destinationId) ?? 1) - 1
+      if (left > 0) this.inFlight.set(delivery.destinationId, left)
+      else this.inFlight.delete(delivery.destinationId)
+      const wasFull = this.total >= concurrency
+      this.total -= 1
+      if (wasFull || this.capped.has(delivery.destinationId)) this.wake()
+    })
+    this.sending.add(sent)
   }
 
   /**

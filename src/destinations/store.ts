@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import type { Sql } from '../store.ts'
+import { writerName, type Sql } from '../store.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
 export const defaultRetryScheduleSeconds: readonly number[] = [5, 300, 1800, 7200, 18000, 36000, 36000]
@@ -529,8 +529,11 @@ export function createDestinationStore(sql: Sql) {
       return rows.map((row) => ({ destinationId: row.destination_id, pending: row.pending }))
     },
 
+    /** Calls `onDue` when another process writes deliveries, or a retry or an enabling is asked for. */
     async listen(onDue: () => void): Promise<{ unlisten: () => Promise<void> }> {
-      return sql.listen('deliveries_due', onDue)
+      return sql.listen('deliveries_due', (writer) => {
+        if (writer !== writerName(sql)) onDue()
+      })
     },
   }
 }

@@ -313,6 +313,23 @@ describe('destinations under faults', () => {
     expect(dead.state.maxOpen).toBe(2)
   })
 
+  it('sends a backlog larger than max_in_flight as answers come back, without waiting for the poll', async () => {
+    // A poll of a minute: only the sender's own wake-ups can move the backlog along within the test.
+    const gateway = await db.startGateway({ ...destinationEnv, DELIVERY_POLL_MS: '60000' })
+    const endpoint = await receiver()
+    const destination = await createDestination(gateway.url, {
+      url: endpoint.url,
+      events: ['payment.*'],
+      max_in_flight: 5,
+      enabled: false,
+    })
+    await Promise.all(Array.from({ length: 40 }, () => postPayment(gateway.url)))
+    await waitFor(async () => (await getDestination(gateway.url, destination.id)).pending === 40, 20_000)
+    await admin(gateway.url, 'PATCH', `/destinations/${destination.id}`, { enabled: true })
+    await endpoint.waitForRequests(40, 15_000)
+    await waitFor(async () => (await getDestination(gateway.url, destination.id)).delivered === 40, 15_000)
+  })
+
   it('disables a destination after 10 consecutive failed deliveries and warns at 3, 5 and 10', async () => {
     const gateway = await db.startGateway(destinationEnv)
     const endpoint = await receiver(() => ({ status: 500, body: 'broken' }))
