@@ -51,36 +51,32 @@ export class Retention {
   /** One pass over every kind of finished row; returns how many of each were deleted. */
   async runOnce(): Promise<{ webhooks: number; deliveries: number }> {
     const { days, failedDays } = this.options
+    // Each kind aged from when it finished: a dead webhook's or failed delivery's last attempt is its
+    // next_attempt_at. A delivery's attempts go with it (ON DELETE CASCADE).
     const webhooks =
-      (await this.deleteWebhooks('published', days)) + (await this.deleteWebhooks('dead', failedDays))
+      (await this.deleteFinished('webhooks', 'published', 'published_at', days)) +
+      (await this.deleteFinished('webhooks', 'dead', 'next_attempt_at', failedDays))
     const deliveries =
-      (await this.deleteDeliveries('delivered', days)) + (await this.deleteDeliveries('failed', failedDays))
+      (await this.deleteFinished('deliveries', 'delivered', 'delivered_at', days)) +
+      (await this.deleteFinished('deliveries', 'failed', 'next_attempt_at', failedDays))
     if (webhooks + deliveries > 0)
       this.options.log.info('retention: deleted old rows', { webhooks, deliveries })
     return { webhooks, deliveries }
   }
 
-  private async deleteWebhooks(status: 'published' | 'dead', olderThanDays: number): Promise<number> {
+  /** Deletes rows of `table` in `status` whose `finishedAt` column is more than `olderThanDays` ago. */
+  private async deleteFinished(
+    table: 'webhooks' | 'deliveries',
+    status: string,
+    finishedAt: string,
+    olderThanDays: number,
+  ): Promise<number> {
+    const { sql } = this
     return this.inBatches(
-      (limit) => this.sql`
-        DELETE FROM webhooks WHERE id IN (
-          SELECT id FROM webhooks
-          WHERE status = ${status}
-            AND ${status === 'published' ? this.sql`published_at` : this.sql`next_attempt_at`}
-                < now() - make_interval(secs => ${olderThanDays * 86400})
-          LIMIT ${limit} FOR UPDATE SKIP LOCKED)`,
-    )
-  }
-
-  private async deleteDeliveries(status: 'delivered' | 'failed', olderThanDays: number): Promise<number> {
-    // Their attempts go with them (ON DELETE CASCADE).
-    return this.inBatches(
-      (limit) => this.sql`
-        DELETE FROM deliveries WHERE id IN (
-          SELECT id FROM deliveries
-          WHERE status = ${status}
-            AND ${status === 'delivered' ? this.sql`delivered_at` : this.sql`next_attempt_at`}
-                < now() - make_interval(secs => ${olderThanDays * 86400})
+      (limit) => sql`
+        DELETE FROM ${sql(table)} WHERE id IN (
+          SELECT id FROM ${sql(table)}
+          WHERE status = ${status} AND ${sql(finishedAt)} < now() - make_interval(secs => ${olderThanDays * 86400})
           LIMIT ${limit} FOR UPDATE SKIP LOCKED)`,
     )
   }

@@ -153,6 +153,57 @@ function toAttempt(row: postgres.Row): DeliveryAttempt {
   }
 }
 
+/**
+ * One statement: each attempt in the log and each delivery's new state, for deliveries still pending (one
+ * whose destination was deleted meanwhile, or recorded by another sender, is left alone); a delivered one
+ * ends its destination's run of failures. Returns the ids recorded.
+ */
+async function recordStates(
+  q: Sql | postgres.TransactionSql,
+  attempts: readonly { delivery: Pick<DueDelivery, 'id'>; attempt: DeliveryAttempt; outcome: Outcome }[],
+): Promise<Set<string>> {
+  const states = attempts.map(({ delivery, attempt, outcome }) => ({
+    id: delivery.id,
+    attempted_at: attempt.attemptedAt,
+    duration_ms: attempt.durationMs,
+    status_code: attempt.statusCode,
+    response_headers: attempt.responseHeaders,
+    response_body: attempt.responseBody,
+    error: attempt.error,
+    status: outcome.kind === 'delivered' ? 'delivered' : failedForGood(outcome) ? 'failed' : 'pending',
+    retry_in_seconds: outcome.kind === 'retry' ? (outcome.retryInSeconds ?? 0) : 0,
+  }))
+  const updated = await q`
+    WITH s AS (
+      SELECT * FROM jsonb_to_recordset(${q.json(states as postgres.JSONValue)}) AS s(id uuid,
+        attempted_at timestamptz, duration_ms double precision, status_code int, response_headers jsonb,
+        response_body text, error text, status text, retry_in_seconds double precision)
+    ),
+    updated AS (
+      UPDATE deliveries AS d SET
+        attempts = d.attempts + 1,
+        last_status_code = s.status_code,
+        last_error = s.error,
+        status = s.status,
+        delivered_at = CASE WHEN s.status = 'delivered' THEN now() END,
+        next_attempt_at = now() + make_interval(secs => s.retry_in_seconds)
+      FROM s WHERE d.id = s.id AND d.status = 'pending'
+      RETURNING d.id, d.destination_id, d.status
+    ),
+    logged AS (
+      INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, response_headers,
+        response_body, error)
+      SELECT s.id, s.attempted_at, s.duration_ms, s.status_code, s.response_headers, s.response_body, s.error
+      FROM s JOIN updated USING (id)
+    ),
+    reset AS (
+      UPDATE destinations SET consecutive_failures = 0
+      WHERE consecutive_failures > 0 AND id IN (SELECT destination_id FROM updated WHERE status = 'delivered')
+    )
+    SELECT id FROM updated`
+  return new Set(updated.map((row) => row.id as string))
+}
+
 /** The queries behind destinations, deliveries and their attempts. SQL stays SQL. */
 export function createDestinationStore(sql: Sql) {
   const get = async (id: string): Promise<Destination | undefined> => {
@@ -317,10 +368,12 @@ export function createDestinationStore(sql: Sql) {
     },
 
     /**
-     * Records attempts and what follows from them, many in one transaction (senders finish requests faster
-     * than Postgres commits them one by one): each attempt in the log, each delivery's new state, and each
-     * destination's run of failed deliveries, in the order given. A success ends the run; a delivery failed
-     * for good lengthens it, and at `disableAfterFailures` the destination is disabled, as a 410 does at once.
+     * Records attempts and what follows from them, many at once (senders finish requests faster than
+     * Postgres commits them one by one): each attempt in the log and each delivery's new state in one
+     * statement, which is all there is for the usual outcomes (answered, or retried later; a success also
+     * ends its destination's run of failures). A delivery failed for good or a 410 changes its destination
+     * too, in the same transaction: the run of failed deliveries is walked in the order given, and at
+     * `disableAfterFailures` the destination is disabled, as a 410 does at once.
      */
     async recordAttempts(
       attempts: readonly {
@@ -330,96 +383,15 @@ export function createDestinationStore(sql: Sql) {
       }[],
     ): Promise<RecordedOutcome[]> {
       if (attempts.length === 0) return []
-      // The usual case, deliveries answered or retried later, is one statement; what changes a destination's
-      // state (a delivery failed for good, a 410) takes the transaction below.
-      const usual = (outcome: Outcome) =>
+      const usual = ({ outcome }: (typeof attempts)[number]) =>
         outcome.kind === 'delivered' || (outcome.kind === 'retry' && outcome.retryInSeconds !== undefined)
-      if (attempts.every(({ outcome }) => usual(outcome))) {
-        const states = attempts.map(({ delivery, attempt, outcome }) => ({
-          id: delivery.id,
-          attempted_at: attempt.attemptedAt,
-          duration_ms: attempt.durationMs,
-          status_code: attempt.statusCode,
-          response_headers: attempt.responseHeaders,
-          response_body: attempt.responseBody,
-          error: attempt.error,
-          status: outcome.kind === 'delivered' ? 'delivered' : 'pending',
-          retry_in_seconds: outcome.kind === 'retry' ? outcome.retryInSeconds : 0,
-        }))
-        const updated = await sql`
-          WITH s AS (
-            SELECT * FROM jsonb_to_recordset(${sql.json(states as postgres.JSONValue)}) AS s(id uuid,
-              attempted_at timestamptz, duration_ms double precision, status_code int, response_headers jsonb,
-              response_body text, error text, status text, retry_in_seconds double precision)
-          ),
-          updated AS (
-            UPDATE deliveries AS d SET
-              attempts = d.attempts + 1,
-              last_status_code = s.status_code,
-              last_error = s.error,
-              status = s.status,
-              delivered_at = CASE WHEN s.status = 'delivered' THEN now() END,
-              next_attempt_at = now() + make_interval(secs => s.retry_in_seconds)
-            FROM s WHERE d.id = s.id AND d.status = 'pending'
-            RETURNING d.id, d.destination_id, d.status
-          ),
-          logged AS (
-            INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, response_headers,
-              response_body, error)
-            SELECT s.id, s.attempted_at, s.duration_ms, s.status_code, s.response_headers, s.response_body, s.error
-            FROM s JOIN updated USING (id)
-          ),
-          -- A success ends the destination's run of failed deliveries.
-          reset AS (
-            UPDATE destinations SET consecutive_failures = 0
-            WHERE consecutive_failures > 0 AND id IN (SELECT destination_id FROM updated WHERE status = 'delivered')
-          )
-          SELECT id FROM updated`
-        const recorded = new Set(updated.map((row) => row.id as string))
+      if (attempts.every(usual)) {
+        const recorded = await recordStates(sql, attempts)
         return attempts.map(({ delivery }) => ({ recorded: recorded.has(delivery.id) }))
       }
       return sql.begin(async (tx) => {
-        const ids = attempts.map((item) => item.delivery.id)
-        // A delivery whose destination was deleted meanwhile, or recorded by another sender, is left alone.
-        const current = new Set(
-          (
-            await tx`SELECT id FROM deliveries WHERE id = ANY(${ids}::uuid[]) AND status = 'pending' FOR UPDATE`
-          ).map((row) => row.id as string),
-        )
-        const live = attempts.filter((item) => current.has(item.delivery.id))
-        if (live.length === 0) return attempts.map(() => ({ recorded: false }))
-        await tx`
-          INSERT INTO delivery_attempts ${tx(
-            live.map(({ delivery, attempt }) => ({
-              delivery_id: delivery.id,
-              attempted_at: attempt.attemptedAt,
-              duration_ms: attempt.durationMs,
-              status_code: attempt.statusCode,
-              response_headers: attempt.responseHeaders as postgres.JSONValue,
-              response_body: attempt.responseBody,
-              error: attempt.error,
-            })),
-          )}`
-        const states = live.map(({ delivery, attempt, outcome }) => ({
-          id: delivery.id,
-          status_code: attempt.statusCode,
-          error: attempt.error,
-          status: outcome.kind === 'delivered' ? 'delivered' : failedForGood(outcome) ? 'failed' : 'pending',
-          retry_in_seconds: outcome.kind === 'retry' ? (outcome.retryInSeconds ?? 0) : 0,
-        }))
-        await tx`
-          UPDATE deliveries AS d SET
-            attempts = d.attempts + 1,
-            last_status_code = s.status_code,
-            last_error = s.error,
-            status = s.status,
-            delivered_at = CASE WHEN s.status = 'delivered' THEN now() END,
-            next_attempt_at = now() + make_interval(secs => s.retry_in_seconds)
-          FROM jsonb_to_recordset(${tx.json(states)})
-            AS s(id uuid, status_code int, error text, status text, retry_in_seconds double precision)
-          WHERE d.id = s.id`
-
-        // Each destination's run of failures, walked in order; written only where it changed.
+        const recorded = await recordStates(tx, attempts)
+        const live = attempts.filter(({ delivery }) => recorded.has(delivery.id))
         const destinationIds = [...new Set(live.map((item) => item.delivery.destinationId))]
         const rows = await tx`
           SELECT id, enabled, consecutive_failures FROM destinations
@@ -438,14 +410,10 @@ export function createDestinationStore(sql: Sql) {
         const results = new Map<string, RecordedOutcome>()
         for (const { delivery, outcome } of live) {
           const destination = state.get(delivery.destinationId)
-          if (!destination) {
-            results.set(delivery.id, { recorded: true })
-            continue
-          }
+          results.set(delivery.id, { recorded: true })
+          if (!destination) continue
           if (outcome.kind === 'delivered') {
-            destination.changed ||= destination.failures > 0
             destination.failures = 0
-            results.set(delivery.id, { recorded: true })
           } else if (outcome.kind === 'gone') {
             const disabledReason = 'the endpoint answered 410 Gone'
             if (destination.enabled)
@@ -460,7 +428,7 @@ export function createDestinationStore(sql: Sql) {
               Object.assign(destination, { enabled: false, disabledReason })
               results.set(delivery.id, { recorded: true, consecutiveFailures, disabledReason })
             } else results.set(delivery.id, { recorded: true, consecutiveFailures })
-          } else results.set(delivery.id, { recorded: true })
+          }
         }
         for (const [id, destination] of state) {
           if (!destination.changed) continue

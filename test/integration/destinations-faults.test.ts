@@ -313,6 +313,23 @@ describe('destinations under faults', () => {
     expect(dead.state.maxOpen).toBe(2)
   })
 
+  it('takes https destinations only, unless ALLOW_HTTP_DESTINATIONS is set', async () => {
+    const { ALLOW_HTTP_DESTINATIONS: _allowed, ...httpsOnly } = destinationEnv
+    const gateway = await db.startGateway(httpsOnly)
+    const response = await fetch(`${gateway.url}/admin/destinations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ url: 'http://hooks.example.com/in', events: ['#'] }),
+    })
+    expect(response.status).toBe(400)
+    expect(((await response.json()) as { error: string }).error).toMatch(/https/)
+    await createDestination(gateway.url, {
+      url: 'https://hooks.example.com/in',
+      events: ['#'],
+      enabled: false,
+    })
+  })
+
   it('sends a backlog larger than max_in_flight as answers come back, without waiting for the poll', async () => {
     // A poll of a minute: only the sender's own wake-ups can move the backlog along within the test.
     const gateway = await db.startGateway({ ...destinationEnv, DELIVERY_POLL_MS: '60000' })

@@ -58,6 +58,24 @@ async function postPayment(fields: Parameters<typeof paymentIntentSucceeded>[0] 
   return answer.id
 }
 
+/**
+ * The one attempt at a payment for a destination with no retries whose endpoint answers as `answer` says,
+ * once the delivery has failed.
+ */
+async function onlyAttempt(answer: Parameters<typeof startReceiver>[0]): Promise<any> {
+  const endpoint = await receiver(answer)
+  const destination = await createDestination({
+    url: endpoint.url,
+    events: ['payment.*'],
+    retry_schedule_seconds: [],
+  })
+  await postPayment()
+  await waitFor(async () => (await deliveriesOf(destination.id, '?status=failed')).length === 1)
+  const [delivery] = await deliveriesOf(destination.id)
+  expect(delivery.attempts).toHaveLength(1)
+  return delivery.attempts[0]
+}
+
 const deliveriesOf = async (destinationId: string, query = '') =>
   (await admin('GET', `/destinations/${destinationId}/deliveries${query}`)).body.deliveries as any[]
 
@@ -238,38 +256,41 @@ describe('destinations', () => {
     await waitFor(async () => (await deliveriesOf(destination.id, '?status=delivered')).length === 1)
   })
 
-  it('does not follow redirects: a 3xx is a failed attempt', async () => {
-    const target = await receiver()
-    const endpoint = await receiver(() => ({ status: 307, headers: { location: target.url } }))
+  it('retries a refused connection and fails the delivery after the schedule', async () => {
+    // A port nothing listens on: the receiver is started to learn a free port, then closed.
+    const closed = await startReceiver()
+    await closed.close()
     const destination = await createDestination({
-      url: endpoint.url,
+      url: closed.url,
       events: ['payment.*'],
-      retry_schedule_seconds: [],
+      retry_schedule_seconds: [0.1],
     })
     await postPayment()
     await waitFor(async () => (await deliveriesOf(destination.id, '?status=failed')).length === 1)
     const [delivery] = await deliveriesOf(destination.id)
-    expect(delivery.attempts[0].status_code).toBe(307)
-    expect(delivery.attempts[0].error).toMatch(/redirects are not followed/)
+    expect(delivery.attempts).toHaveLength(2)
+    for (const attempt of delivery.attempts) {
+      expect(attempt.status_code).toBeNull()
+      expect(attempt.error).toMatch(/ECONNREFUSED/)
+    }
+  })
+
+  it('does not follow redirects: a 3xx is a failed attempt', async () => {
+    const target = await receiver()
+    const attempt = await onlyAttempt(() => ({ status: 307, headers: { location: target.url } }))
+    expect(attempt.status_code).toBe(307)
+    expect(attempt.error).toMatch(/redirects are not followed/)
     expect(target.requests).toHaveLength(0)
   })
 
   it('keeps the first 10 KB of an answer and its headers in the attempt log', async () => {
-    const endpoint = await receiver(() => ({
+    const attempt = await onlyAttempt(() => ({
       status: 500,
       headers: { 'x-request-id': 'req-42' },
       body: 'x'.repeat(50_000),
     }))
-    const destination = await createDestination({
-      url: endpoint.url,
-      events: ['payment.*'],
-      retry_schedule_seconds: [],
-    })
-    await postPayment()
-    await waitFor(async () => (await deliveriesOf(destination.id, '?status=failed')).length === 1)
-    const [delivery] = await deliveriesOf(destination.id)
-    expect(delivery.attempts[0].response_body).toHaveLength(10 * 1024)
-    expect(delivery.attempts[0].response_headers['x-request-id']).toBe('req-42')
+    expect(attempt.response_body).toHaveLength(10 * 1024)
+    expect(attempt.response_headers['x-request-id']).toBe('req-42')
   })
 
   it('routes by topic pattern: payment.* and raw.github.# get what they match and nothing else', async () => {

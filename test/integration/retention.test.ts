@@ -110,7 +110,7 @@ describe('Retention', () => {
 
       // 8 rows of each table at most 2 at a time: at least 4 statements each.
       const deletes = (table: string) =>
-        statements.filter((query) => new RegExp(`^\\s*DELETE FROM ${table}\\b`).test(query)).length
+        statements.filter((query) => new RegExp(`^\\s*DELETE FROM "?${table}\\b`).test(query)).length
       expect(deletes('webhooks')).toBeGreaterThanOrEqual(4)
       expect(deletes('deliveries')).toBeGreaterThanOrEqual(4)
 
