@@ -87,6 +87,10 @@ export async function startGateway(
   })
 
   const metrics = new Metrics()
+  declareCounters(
+    metrics,
+    Object.keys(providers).filter((name) => (config.secrets[name] ?? []).length > 0),
+  )
   metrics.gauge('webhooks_unpublished', 'Stored webhooks not yet published, by status', 'status', () =>
     store.countUnpublished(),
   )
@@ -99,6 +103,12 @@ export async function startGateway(
         labels: { destination: destinationId },
         value: pending,
       })),
+  )
+  metrics.gaugeVec(
+    'webhooks_oldest_unpublished_age_seconds',
+    'Age of the oldest webhook not yet published to RabbitMQ (0 when none waits)',
+    [],
+    async () => [{ labels: {}, value: await store.oldestUnpublishedAgeSeconds() }],
   )
   metrics.gauge('destinations', 'Destinations, by state', 'state', async () => {
     const all = await destinations.list()
@@ -114,6 +124,18 @@ export async function startGateway(
     log,
   })
   void publisher.start()
+
+  const health = () =>
+    checkHealth({
+      postgres: () => store.ping(),
+      redis: () => redis.ping(),
+      // A round trip, not a flag: a stalled broker keeps its connection open but answers nothing.
+      rabbitmq: () => publisher.ping(),
+    })
+  metrics.gauge('dependency_up', 'Whether each dependency answers (1) or not (0)', 'dependency', async () => {
+    const { checks } = await health()
+    return Object.fromEntries(Object.entries(checks).map(([name, state]) => [name, state === 'up' ? 1 : 0]))
+  })
 
   const intake = new Intake(store, {
     maxBatch: config.intakeMaxBatch,
@@ -163,13 +185,7 @@ export async function startGateway(
     log,
     onAccepted: worker ? () => worker.wake() : undefined,
     destinationRoutes: destinationRoutes({ destinations, policy, onDue: () => sender?.wake() }),
-    health: () =>
-      checkHealth({
-        postgres: () => store.ping(),
-        redis: () => redis.ping(),
-        // A round trip, not a flag: a stalled broker keeps its connection open but answers nothing.
-        rabbitmq: () => publisher.ping(),
-      }),
+    health,
   })
 
   let server: Server | undefined
@@ -214,6 +230,34 @@ export async function startGateway(
       redis.disconnect()
     },
   }
+}
+
+/**
+ * The counters alerts watch, present from the start: a series that first appears at 1 is invisible to
+ * `increase()`, so the first dead webhook or the first 503 would raise no alert.
+ */
+function declareCounters(metrics: Metrics, providers: readonly string[]): void {
+  metrics.declare('webhooks_received_total', 'Deliveries received, by outcome', ['provider', 'outcome'])
+  metrics.declare('webhooks_dead_total', 'Webhooks that ran out of attempts', ['provider'])
+  for (const provider of providers) {
+    metrics.count('webhooks_dead_total', 'Webhooks that ran out of attempts', { provider }, 0)
+    for (const outcome of ['accepted', 'invalid_signature', 'storage_unavailable'])
+      metrics.count('webhooks_received_total', 'Deliveries received, by outcome', { provider, outcome }, 0)
+  }
+  metrics.declare('webhook_failures_total', 'Failed publishing attempts', ['provider'])
+  metrics.declare('events_publish_failures_total', 'Publishing attempts the broker did not confirm', [
+    'provider',
+    'reason',
+  ])
+  metrics.declare('destination_attempts_total', 'Requests made to destinations, by outcome', [
+    'destination',
+    'outcome',
+  ])
+  metrics.declare('destination_failure_warnings_total', 'Warnings about consecutive failed deliveries', [
+    'destination',
+    'consecutive',
+  ])
+  metrics.declare('destinations_disabled_total', 'Destinations disabled by the sender', ['destination'])
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

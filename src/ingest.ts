@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { randomUUID } from 'node:crypto'
 import type { Config } from './config.ts'
 import type { FailedVerificationLimit } from './ratelimit.ts'
@@ -105,6 +106,9 @@ async function verifyWithAny(
   return { valid: false, reasons }
 }
 
+/** Answer times: a commit takes milliseconds; providers give up at 5 to 10 s. */
+const ackBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
 /** One request: limit -> verify -> extract key and type -> store -> answer. */
 export async function ingest(
   deps: IngestDeps,
@@ -113,11 +117,18 @@ export async function ingest(
   delivery: Delivery,
 ): Promise<Answer> {
   const { log, metrics } = deps
-  const outcome = (result: string) =>
-    metrics.count('webhooks_received_total', 'Deliveries received, by outcome', {
-      provider: provider.name,
-      outcome: result,
-    })
+  const started = performance.now()
+  const outcome = (result: string) => {
+    const labels = { provider: provider.name, outcome: result }
+    metrics.count('webhooks_received_total', 'Deliveries received, by outcome', labels)
+    metrics.observe(
+      'webhook_ack_duration_seconds',
+      'From the request to its answer (for accepted ones: after the commit), by outcome',
+      labels,
+      (performance.now() - started) / 1000,
+      ackBuckets,
+    )
+  }
   const receivedAt = new Date()
 
   const limit = bodyLimit(deps.config, provider)
@@ -179,6 +190,12 @@ export async function ingest(
     return { status: 200, body: { status: 'duplicate', id: stored.id } }
   }
   outcome('accepted')
+  metrics.setGauge(
+    'webhook_last_accepted_timestamp_seconds',
+    'When the last delivery of each provider was accepted (Unix time), for "no webhook for an hour" alerts',
+    { provider: provider.name },
+    receivedAt.getTime() / 1000,
+  )
   log.info('accepted', { provider: provider.name, id: stored.id, eventKey, eventType })
   deps.onAccepted?.()
   return { status: 200, body: { status: 'accepted', id: stored.id } }

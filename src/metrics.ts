@@ -39,6 +39,18 @@ export class Metrics {
     for (const metric of sharedProcessMetrics()) this.registry.registerMetric(metric)
   }
 
+  /**
+   * Creates a counter before its first event, so that it is scraped (and alerts on it can be checked)
+   * from the start; `count` with these label names adds to it.
+   */
+  declare(name: string, help: string, labelNames: readonly string[]): void {
+    if (this.counters.has(name)) return
+    this.counters.set(
+      name,
+      new Counter({ name, help, labelNames: [...labelNames], registers: [this.registry] }),
+    )
+  }
+
   /** Adds `by` to a counter; its label names are those of the first call with this name. */
   count(name: string, help: string, labels: Labels = {}, by = 1): void {
     let counter = this.counters.get(name)

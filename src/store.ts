@@ -342,6 +342,16 @@ export function createStore(sql: Sql) {
       return counts
     },
 
+    /** Seconds since the oldest webhook not yet published was received; 0 when there is none. */
+    async oldestUnpublishedAgeSeconds(): Promise<number> {
+      // One index probe per status (webhooks_status_received_at), whatever the table's size.
+      const [row] = await sql`
+        SELECT coalesce(extract(epoch FROM now() - least(
+          (SELECT min(received_at) FROM webhooks WHERE status = 'pending'),
+          (SELECT min(received_at) FROM webhooks WHERE status = 'retrying'))), 0)::float8 AS age`
+      return Number(row?.age ?? 0)
+    },
+
     /** Calls `onReceived` whenever another process stores webhooks (or a replay is asked for). */
     async listen(onReceived: () => void): Promise<{ unlisten: () => Promise<void> }> {
       return sql.listen('webhooks_received', (writer) => {

@@ -36,6 +36,9 @@ type Handled =
   | { readonly kind: 'published'; readonly webhook: StoredWebhook; readonly events: CloudEvent[] }
   | { readonly kind: 'waiting'; readonly webhook: StoredWebhook; readonly events: CloudEvent[] }
 
+/** Received -> published: milliseconds when idle, seconds under a burst, minutes while the broker is away. */
+const lagBuckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800]
+
 /** Webhooks mapped and handed to the broker per turn of the event loop, so requests get in between. */
 const publishChunk = 8
 
@@ -238,13 +241,24 @@ export class Worker {
       await this.publisher.publish(events)
       metrics.count(
         'events_published_total',
-        'Events published to RabbitMQ',
+        'Events published to RabbitMQ (confirmed by the broker)',
         { provider: webhook.provider },
         events.length,
+      )
+      metrics.observe(
+        'webhook_publish_lag_seconds',
+        'From receiving a webhook to the broker confirming its events',
+        { provider: webhook.provider },
+        (Date.now() - webhook.receivedAt.getTime()) / 1000,
+        lagBuckets,
       )
       log.debug('published', { id: webhook.id, events: events.map((event) => event.type) })
       return { kind: 'published', webhook, events }
     } catch (error) {
+      metrics.count('events_publish_failures_total', 'Publishing attempts the broker did not confirm', {
+        provider: webhook.provider,
+        reason: error instanceof BrokerUnavailable ? 'broker_unavailable' : 'rejected',
+      })
       if (error instanceof BrokerUnavailable) {
         log.warn('worker: broker unavailable, webhook waits', { id: webhook.id, error })
         return { kind: 'waiting', webhook, events }
