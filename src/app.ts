@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { Hono } from 'hono'
 import type { Providers } from '../providers/index.ts'
@@ -17,6 +18,14 @@ export interface AppDeps extends IngestDeps {
 interface NodeBindings {
   readonly incoming?: IncomingMessage
 }
+
+interface Env {
+  Bindings: NodeBindings
+  Variables: { requestId: string }
+}
+
+/** A request id we pass on: short, and nothing that could forge a log line. */
+const requestIdPattern = /^[\w.:-]{1,128}$/
 
 /**
  * The delivery straight from Node's request when the server is @hono/node-server: reading the body from
@@ -51,8 +60,18 @@ function deliveryFromFetch(request: Request): Delivery {
 }
 
 /** The HTTP surface. No I/O happens here until a request arrives. */
-export function createApp(deps: AppDeps): Hono<{ Bindings: NodeBindings }> {
-  const app = new Hono<{ Bindings: NodeBindings }>()
+export function createApp(deps: AppDeps): Hono<Env> {
+  const app = new Hono<Env>()
+
+  // Every answer carries an x-request-id, the caller's when it sent a sane one, and the request's log lines
+  // carry it too, so one delivery can be followed from the provider's dashboard to our logs.
+  app.use(async (c, next) => {
+    const given = c.req.header('x-request-id')
+    const requestId = given && requestIdPattern.test(given) ? given : randomUUID()
+    c.set('requestId', requestId)
+    c.header('x-request-id', requestId)
+    await next()
+  })
 
   app.post('/webhooks/:provider', async (c) => {
     const name = c.req.param('provider')
@@ -62,7 +81,8 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: NodeBindings }> {
     if (!provider || secrets.length === 0) return c.json({ error: 'not found' }, 404)
     const incoming = c.env?.incoming
     const delivery = incoming ? deliveryFromNode(incoming) : deliveryFromFetch(c.req.raw)
-    const answer = await ingest(deps, provider, secrets, delivery)
+    const log = deps.log.child({ requestId: c.get('requestId') })
+    const answer = await ingest({ ...deps, log }, provider, secrets, delivery)
     return c.json(answer.body, answer.status)
   })
 
@@ -80,7 +100,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: NodeBindings }> {
 
   app.notFound((c) => c.json({ error: 'not found' }, 404))
   app.onError((error, c) => {
-    deps.log.error('unhandled error', { path: c.req.path, error })
+    deps.log.error('unhandled error', { path: c.req.path, requestId: c.get('requestId'), error })
     return c.json({ error: 'internal error' }, 500)
   })
   return app

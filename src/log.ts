@@ -1,52 +1,101 @@
-const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const
-export type LogLevel = keyof typeof levels
+import pino, { type DestinationStream } from 'pino'
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
 
 export interface Logger {
   debug(message: string, fields?: Record<string, unknown>): void
   info(message: string, fields?: Record<string, unknown>): void
   warn(message: string, fields?: Record<string, unknown>): void
   error(message: string, fields?: Record<string, unknown>): void
+  /** A logger whose every line also carries `bindings` (a webhook's id, a request id). */
+  child(bindings: Record<string, unknown>): Logger
 }
 
 /**
- * Writes to stdout once per turn of the event loop, not once per line: stdout to a file or a pipe is a
- * synchronous write(2), and a line per accepted webhook made that a syscall per request under load. What
- * is still buffered when the process exits is written then.
+ * What must never reach a log, wherever a field of that name turns up: secrets and tokens, signatures,
+ * credentials in headers, and bodies (a webhook's body is the provider's data, not ours to copy into logs).
  */
-function batchedStdout(): (line: string) => void {
-  let pending: string[] = []
-  const flush = () => {
-    if (pending.length === 0) return
-    const text = pending.join('')
-    pending = []
-    process.stdout.write(text)
+export const redactedPaths = [
+  'secret',
+  'secrets',
+  'token',
+  'authorization',
+  'cookie',
+  'signature',
+  'body',
+  'payload',
+  '*.secret',
+  '*.secrets',
+  '*.token',
+  '*.authorization',
+  '*.cookie',
+  '*.signature',
+  '*.body',
+  '*.payload',
+  'headers["stripe-signature"]',
+  'headers["x-hub-signature"]',
+  'headers["x-hub-signature-256"]',
+  'headers["x-twilio-signature"]',
+  'headers["x-shopify-hmac-sha256"]',
+  'headers["shopify-hmac-sha256"]',
+  'headers["paypal-transmission-sig"]',
+  'headers["webhook-signature"]',
+]
+
+/**
+ * Lines go to stdout through pino's asynchronous writer: a burst of lines is one write, not a write(2) per
+ * line, which under load was a syscall per request. What is still buffered when the process exits is
+ * written then.
+ */
+let stdout: DestinationStream | undefined
+function stdoutDestination(): DestinationStream {
+  if (!stdout) {
+    const destination = pino.destination({ dest: 1, sync: false })
+    process.on('exit', () => {
+      try {
+        destination.flushSync()
+      } catch {
+        // Nothing more can be done at exit.
+      }
+    })
+    stdout = destination
   }
-  process.on('exit', flush)
-  return (line) => {
-    if (pending.push(line) === 1) setImmediate(flush)
+  return stdout
+}
+
+/** An `error` field is logged as its message: stacks and causes stay out of the shared log. */
+const fieldsOf = (fields: Record<string, unknown> | undefined) =>
+  fields && fields.error instanceof Error ? { ...fields, error: fields.error.message } : (fields ?? {})
+
+function wrap(logger: pino.Logger): Logger {
+  return {
+    debug: (message, fields) => logger.debug(fieldsOf(fields), message),
+    info: (message, fields) => logger.info(fieldsOf(fields), message),
+    warn: (message, fields) => logger.warn(fieldsOf(fields), message),
+    error: (message, fields) => logger.error(fieldsOf(fields), message),
+    child: (bindings) => wrap(logger.child(bindings)),
   }
 }
 
-let stdout: ((line: string) => void) | undefined
-
-/** Structured JSON logs, one line per entry, on stdout. */
-export function createLogger(
-  level: LogLevel,
-  write: (line: string) => void = (stdout ??= batchedStdout()),
-): Logger {
-  const threshold = levels[level]
-  const log = (at: Exclude<LogLevel, 'silent'>) => (message: string, fields?: Record<string, unknown>) => {
-    if (levels[at] < threshold) return
-    const entry: Record<string, unknown> = {
-      time: new Date().toISOString(),
-      level: at,
-      msg: message,
-      ...fields,
-    }
-    if (entry.error instanceof Error) entry.error = entry.error.message
-    write(JSON.stringify(entry) + '\n')
-  }
-  return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') }
+/**
+ * Structured JSON logs (pino), one line per entry: `time` (ISO 8601), `level` (a word), `msg`, and the fields.
+ * `write` receives each line instead of stdout (tests). For reading logs locally, pipe them through
+ * `npx pino-pretty`.
+ */
+export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {
+  const destination = write ? { write } : stdoutDestination()
+  return wrap(
+    pino(
+      {
+        level,
+        base: null,
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: (label) => ({ level: label }) },
+        redact: { paths: redactedPaths, censor: '[redacted]' },
+      },
+      destination,
+    ),
+  )
 }
 
 export const silentLogger: Logger = createLogger('silent', () => {})

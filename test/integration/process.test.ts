@@ -57,13 +57,53 @@ describe('the gateway process', () => {
         customer: 'cus_1',
       })
       const { body, headers } = stripeDelivery(event, { secret })
-      const response = await fetch(`${base}/webhooks/stripe`, { method: 'POST', body, headers })
+      const response = await fetch(`${base}/webhooks/stripe`, {
+        method: 'POST',
+        body,
+        headers: { ...headers, 'x-request-id': 'req-process-1' },
+      })
       const answer = (await response.json()) as { status: string; id: string }
       expect(answer.status).toBe('accepted')
+      expect(response.headers.get('x-request-id')).toBe('req-process-1')
       await events.waitFor((messages) => messages.filter((m) => m.event.webhookid === answer.id).length === 2)
-      // Log lines are written once per turn of the event loop: this one is out before the process stops.
-      await waitFor(() => gateway.output().includes(`"id":"${answer.id}"`), 5000, 20)
-      expect(gateway.output()).toMatch(new RegExp(`"msg":"accepted".*"id":"${answer.id}"`))
+      // A forged delivery: its rejection is logged, its signature never.
+      const forged = stripeDelivery(event, { secret: 'whsec_forger' })
+      const refused = await fetch(`${base}/webhooks/stripe`, {
+        method: 'POST',
+        body: forged.body,
+        headers: forged.headers,
+      })
+      expect(refused.status).toBe(401)
+      const madeUp = refused.headers.get('x-request-id')
+      expect(madeUp).toMatch(/^[0-9a-f-]{36}$/)
+
+      // Log lines are JSON, written asynchronously: these are out before the process stops.
+      const lines = () =>
+        gateway
+          .output()
+          .split('\n')
+          .filter((line) => line.startsWith('{'))
+          .map((line) => JSON.parse(line) as Record<string, unknown>)
+      const accepted = await waitFor(
+        () => lines().find((line) => line.msg === 'accepted' && line.id === answer.id),
+        5000,
+        20,
+      )
+      expect(accepted).toMatchObject({ level: 'info', provider: 'stripe', requestId: 'req-process-1' })
+      expect(typeof accepted.time).toBe('string')
+      const rejected = await waitFor(
+        () => lines().find((line) => line.msg === 'rejected: invalid signature'),
+        5000,
+        20,
+      )
+      expect(rejected).toMatchObject({ level: 'warn', provider: 'stripe', requestId: madeUp })
+      for (const secretText of [
+        secret,
+        'whsec_forger',
+        headers['stripe-signature']!,
+        forged.headers['stripe-signature']!,
+      ])
+        expect(gateway.output()).not.toContain(secretText)
 
       const stoppedAt = Date.now()
       gateway.child.kill('SIGTERM')
