@@ -1,6 +1,7 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import { safeEqual } from './crypto.ts'
+import type { RejectionLog } from './rejections.ts'
 import type { Store, StoredWebhook } from './store.ts'
 
 const statuses = ['pending', 'retrying', 'published', 'dead'] as const
@@ -13,6 +14,11 @@ const filterSchema = z.object({
   until: z.coerce.date().optional(),
 })
 const listSchema = filterSchema.extend({ limit: z.coerce.number().int().min(1).max(1000).default(100) })
+
+const rejectionsQuery = z.object({
+  provider: z.string().min(1).optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+})
 
 const summary = (webhook: StoredWebhook) => ({
   id: webhook.id,
@@ -47,11 +53,16 @@ const isUuid = (value: string) =>
  * `/admin/*`: inspect stored webhooks and replay them, and the destination routes given. Mounted only when
  * ADMIN_TOKEN is set.
  */
-export function adminRoutes(
-  store: Pick<Store, 'get' | 'list' | 'replay'>,
-  token: string,
-  destinations?: Hono,
-): Hono {
+export function adminRoutes(options: {
+  readonly store: Pick<Store, 'get' | 'list' | 'replay'>
+  readonly token: string
+  /** Mounted as they are: /admin/destinations and /admin/deliveries. */
+  readonly destinations?: Hono | undefined
+  /** The rejection log, and the providers it may name. */
+  readonly rejections?:
+    { readonly log: Pick<RejectionLog, 'list'>; readonly providers: readonly string[] } | undefined
+}): Hono {
+  const { store, token, destinations, rejections } = options
   const admin = new Hono()
 
   admin.use(async (c, next) => {
@@ -84,6 +95,22 @@ export function adminRoutes(
     const parsed = filterSchema.strict().safeParse(body ?? {})
     if (!parsed.success) return c.json({ error: z.prettifyError(parsed.error) }, 400)
     return c.json({ replayed: await store.replay(parsed.data) }, 202)
+  })
+
+  // The last refused requests per provider: why, from where, which secrets were tried; never a value.
+  admin.get('/rejections', async (c) => {
+    const parsed = rejectionsQuery.safeParse(c.req.query())
+    if (!parsed.success) return c.json({ error: z.prettifyError(parsed.error) }, 400)
+    const { provider, limit } = parsed.data
+    if (!rejections) return c.json({ rejections: [] })
+    if (provider && !rejections.providers.includes(provider))
+      return c.json({ error: 'unknown provider' }, 400)
+    const found = await rejections.log
+      .list(provider ? [provider] : rejections.providers, limit)
+      .catch(() => undefined)
+    return found
+      ? c.json({ rejections: found })
+      : c.json({ error: 'the rejection log is in Redis, which does not answer' }, 503)
   })
 
   if (destinations) admin.route('/', destinations)

@@ -5,6 +5,7 @@ import type { Providers } from '../providers/index.ts'
 import type { Health } from './health.ts'
 import { ingest, type Delivery, type IngestDeps } from './ingest.ts'
 import { adminRoutes } from './admin.ts'
+import type { RejectionLog } from './rejections.ts'
 import type { Store } from './store.ts'
 
 export interface AppDeps extends IngestDeps {
@@ -13,6 +14,8 @@ export interface AppDeps extends IngestDeps {
   readonly store: Pick<Store, 'get' | 'list' | 'replay'>
   /** The /admin/destinations and /admin/deliveries routes, when destinations are wired in. */
   readonly destinationRoutes?: Hono | undefined
+  /** Read by GET /admin/rejections; `rejections` (from IngestDeps) writes to it. */
+  readonly rejectionLog?: Pick<RejectionLog, 'list'> | undefined
 }
 
 interface NodeBindings {
@@ -82,7 +85,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const incoming = c.env?.incoming
     const delivery = incoming ? deliveryFromNode(incoming) : deliveryFromFetch(c.req.raw)
     const log = deps.log.child({ requestId: c.get('requestId') })
-    const answer = await ingest({ ...deps, log }, provider, secrets, delivery)
+    const answer = await ingest({ ...deps, log, requestId: c.get('requestId') }, provider, secrets, delivery)
     return c.json(answer.body, answer.status)
   })
 
@@ -96,7 +99,20 @@ export function createApp(deps: AppDeps): Hono<Env> {
   )
 
   if (deps.config.adminToken)
-    app.route('/admin', adminRoutes(deps.store, deps.config.adminToken, deps.destinationRoutes))
+    app.route(
+      '/admin',
+      adminRoutes({
+        store: deps.store,
+        token: deps.config.adminToken,
+        destinations: deps.destinationRoutes,
+        rejections: deps.rejectionLog && {
+          log: deps.rejectionLog,
+          providers: Object.keys(deps.providers).filter(
+            (name) => (deps.config.secrets[name] ?? []).length > 0,
+          ),
+        },
+      }),
+    )
 
   app.notFound((c) => c.json({ error: 'not found' }, 404))
   app.onError((error, c) => {

@@ -12,6 +12,7 @@ import { Metrics } from './metrics.ts'
 import { ensureDatabase, migrate } from './migrate.ts'
 import { Publisher } from './publisher.ts'
 import { FailedVerificationLimit } from './ratelimit.ts'
+import { RejectionLog } from './rejections.ts'
 import { connectDatabase, createStore } from './store.ts'
 import { Worker } from './worker.ts'
 import { createDestinationAgent } from './destinations/address.ts'
@@ -125,6 +126,7 @@ export async function startGateway(
   })
   void publisher.start()
 
+  const rejectionLog = new RejectionLog(redis, { prefix: config.redisPrefix, keep: 200 })
   const health = () =>
     checkHealth({
       postgres: () => store.ping(),
@@ -184,6 +186,8 @@ export async function startGateway(
     metrics,
     log,
     onAccepted: worker ? () => worker.wake() : undefined,
+    rejections: rejectionLog,
+    rejectionLog,
     destinationRoutes: destinationRoutes({ destinations, policy, onDue: () => sender?.wake() }),
     health,
   })

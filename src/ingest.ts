@@ -5,6 +5,7 @@ import type { FailedVerificationLimit } from './ratelimit.ts'
 import type { Intake } from './intake.ts'
 import type { Logger } from './log.ts'
 import type { Metrics } from './metrics.ts'
+import type { RejectionLog } from './rejections.ts'
 import { MalformedWebhook, type Provider, type WebhookRequest } from './provider.ts'
 
 export interface IngestDeps {
@@ -15,6 +16,10 @@ export interface IngestDeps {
   readonly log: Logger
   /** Called after a new webhook is committed: the in-process hand-off to a worker. */
   readonly onAccepted?: (() => void) | undefined
+  /** Where refused requests are kept for operators (the last ones per provider). */
+  readonly rejections?: Pick<RejectionLog, 'record'> | undefined
+  /** This request's id (x-request-id), for the rejection log. */
+  readonly requestId?: string | undefined
 }
 
 /** One HTTP request as the server received it, before anything is read from its body. */
@@ -94,14 +99,18 @@ async function verifyWithAny(
   secrets: readonly string[],
   deps: IngestDeps,
 ) {
+  // Why each secret failed, by its place in the configured list: which slot a rotation left behind.
   const reasons: string[] = []
+  let said: string | undefined
   const ctx = {
     config: deps.config,
     now: req.receivedAt.getTime(),
-    reject: (reason: string) => (reasons.push(reason), false as const),
+    reject: (reason: string) => ((said ??= reason), false as const),
   }
-  for (const secret of secrets) {
+  for (const [index, secret] of secrets.entries()) {
+    said = undefined
     if (await provider.verify(req, secret, ctx)) return { valid: true, reasons }
+    reasons.push(`secret ${index + 1}: ${said ?? 'signature does not match'}`)
   }
   return { valid: false, reasons }
 }
@@ -130,6 +139,21 @@ export async function ingest(
     )
   }
   const receivedAt = new Date()
+  const rejected = (result: string, status: number, reasons: readonly string[], bodyBytes?: number) => {
+    outcome(result)
+    deps.rejections?.record({
+      time: receivedAt.toISOString(),
+      provider: provider.name,
+      outcome: result,
+      status,
+      address: delivery.address,
+      requestId: deps.requestId,
+      reasons,
+      secretsTried: secrets.length,
+      headerNames: Object.keys(delivery.headers),
+      bodyBytes,
+    })
+  }
 
   const limit = bodyLimit(deps.config, provider)
   let body: Buffer
@@ -137,7 +161,7 @@ export async function ingest(
     body = await readBody(delivery, limit)
   } catch (error) {
     if (!(error instanceof BodyTooLarge)) throw error
-    outcome('too_large')
+    rejected('too_large', 413, [`body over the ${limit}-byte limit`])
     log.warn('rejected: body over the limit', { provider: provider.name, limit })
     return { status: 413, body: { error: 'payload too large' } }
   }
@@ -146,7 +170,7 @@ export async function ingest(
   const { valid, reasons } = await verifyWithAny(provider, req, secrets, deps)
   if (!valid) {
     const throttled = await deps.failedVerifications.recordFailure(delivery.address)
-    outcome(throttled ? 'throttled' : 'invalid_signature')
+    rejected(throttled ? 'throttled' : 'invalid_signature', throttled ? 429 : 401, reasons, body.length)
     log.warn('rejected: invalid signature', { provider: provider.name, address: delivery.address, reasons })
     return throttled
       ? { status: 429, body: { error: 'too many failed verifications' } }
@@ -161,7 +185,7 @@ export async function ingest(
     eventType = storable(provider.eventType(req, payload), 'event type', provider)
   } catch (error) {
     if (!(error instanceof MalformedWebhook)) throw error
-    outcome('malformed')
+    rejected('malformed', 400, [error.message], body.length)
     log.warn('rejected: malformed', { provider: provider.name, reason: error.message })
     return { status: 400, body: { error: error.message } }
   }
