@@ -14,6 +14,8 @@ export interface AppDeps extends IngestDeps {
   readonly store: Pick<Store, 'get' | 'list' | 'replay'>
   /** The /admin/destinations and /admin/deliveries routes, when destinations are wired in. */
   readonly destinationRoutes?: Hono | undefined
+  /** The dashboard's pages under /admin (cookie sign-in), when ADMIN_TOKEN is set. */
+  readonly dashboard?: Hono | undefined
   /** Read by GET /admin/rejections; `rejections` (from IngestDeps) writes to it. */
   readonly rejectionLog?: Pick<RejectionLog, 'list'> | undefined
 }
@@ -98,6 +100,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
     c.body(await deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
   )
 
+  // The pages first: their paths are the dashboard's, everything else under /admin is the bearer-token API.
+  if (deps.config.adminToken && deps.dashboard) app.route('/admin', deps.dashboard)
   if (deps.config.adminToken)
     app.route(
       '/admin',

@@ -13,6 +13,7 @@ import { ensureDatabase, migrate } from './migrate.ts'
 import { Publisher } from './publisher.ts'
 import { FailedVerificationLimit } from './ratelimit.ts'
 import { RejectionLog } from './rejections.ts'
+import { dashboardRoutes } from './dashboard/routes.tsx'
 import { connectDatabase, createStore } from './store.ts'
 import { Worker } from './worker.ts'
 import { createDestinationAgent } from './destinations/address.ts'
@@ -188,6 +189,20 @@ export async function startGateway(
     onAccepted: worker ? () => worker.wake() : undefined,
     rejections: rejectionLog,
     rejectionLog,
+    dashboard: config.adminToken
+      ? dashboardRoutes({
+          token: config.adminToken,
+          store,
+          destinations,
+          rejections: rejectionLog,
+          providers,
+          enabledProviders: Object.keys(providers).filter((name) => (config.secrets[name] ?? []).length > 0),
+          onReplay: () => {
+            worker?.wake()
+            sender?.wake()
+          },
+        })
+      : undefined,
     destinationRoutes: destinationRoutes({ destinations, policy, onDue: () => sender?.wake() }),
     health,
   })

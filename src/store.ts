@@ -136,9 +136,17 @@ export interface WebhookFilter {
   readonly provider?: string | undefined
   readonly status?: WebhookStatus | undefined
   readonly type?: string | undefined
+  /** The provider's event id (the idempotency key). */
+  readonly key?: string | undefined
   readonly since?: Date | undefined
   readonly until?: Date | undefined
   readonly limit?: number | undefined
+}
+
+/** Where a page of webhooks ends: the next page starts after this one (newest first). */
+export interface WebhookCursor {
+  readonly receivedAt: Date
+  readonly id: string
 }
 
 /** The named queries. SQL stays SQL. */
@@ -149,6 +157,7 @@ export function createStore(sql: Sql) {
     ${filter.provider ? sql`AND provider = ${filter.provider}` : sql``}
     ${filter.status ? sql`AND status = ${filter.status}` : sql``}
     ${filter.type ? sql`AND event_type = ${filter.type}` : sql``}
+    ${filter.key ? sql`AND event_key = ${filter.key}` : sql``}
     ${filter.since ? sql`AND received_at >= ${filter.since}` : sql``}
     ${filter.until ? sql`AND received_at < ${filter.until}` : sql``}`
 
@@ -311,11 +320,25 @@ export function createStore(sql: Sql) {
       return row ? toWebhook(row) : undefined
     },
 
-    async list(filter: WebhookFilter): Promise<StoredWebhook[]> {
+    /**
+     * Webhooks matching `filter`, newest first; after `cursor` when given. Paging by keyset, not OFFSET, so a
+     * page deep in a table of millions costs what the first one does.
+     */
+    async list(filter: WebhookFilter, cursor?: WebhookCursor): Promise<StoredWebhook[]> {
       const rows = await sql`
         SELECT ${sql.unsafe(columns)} FROM webhooks ${filterClause(filter)}
-        ORDER BY received_at DESC LIMIT ${filter.limit ?? 100}`
+        ${cursor ? sql`AND (received_at, id) < (${cursor.receivedAt}, ${cursor.id})` : sql``}
+        ORDER BY received_at DESC, id DESC LIMIT ${filter.limit ?? 100}`
       return rows.map(toWebhook)
+    },
+
+    /** Webhooks received per provider and minute over the last hour, for the dashboard's chart. */
+    async ratesLastHour(): Promise<{ provider: string; minute: Date; count: number }[]> {
+      const rows = await sql`
+        SELECT provider, date_trunc('minute', received_at) AS minute, count(*)::int AS count
+        FROM webhooks WHERE received_at > now() - interval '1 hour'
+        GROUP BY 1, 2 ORDER BY 2`
+      return rows.map((row) => ({ provider: row.provider, minute: row.minute, count: row.count }))
     },
 
     /** Queues webhooks to be published again (same event ids), with a fresh set of attempts. */

@@ -222,10 +222,11 @@ export function createDestinationStore(sql: Sql) {
       const id = randomUUID()
       await sql.begin(async (tx) => {
         await tx`
-          INSERT INTO destinations (id, name, source, url, events, enabled, timeout_ms, max_in_flight, headers,
-            retry_schedule_seconds)
+          INSERT INTO destinations (id, name, source, url, events, enabled, disabled_reason, timeout_ms,
+            max_in_flight, headers, retry_schedule_seconds)
           VALUES (${id}, ${settings.name ?? null}, ${settings.source ?? 'api'}, ${settings.url},
-            ${settings.events as string[]}, ${settings.enabled}, ${settings.timeoutMs}, ${settings.maxInFlight},
+            ${settings.events as string[]}, ${settings.enabled},
+            ${settings.enabled ? null : 'disabled by an operator'}, ${settings.timeoutMs}, ${settings.maxInFlight},
             ${tx.json(settings.headers)}, ${settings.retryScheduleSeconds as number[]})`
         await tx`INSERT INTO destination_secrets (destination_id, secret) VALUES (${id}, ${secret})`
       })
