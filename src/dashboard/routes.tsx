@@ -83,6 +83,20 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   const back = (c: Context, to: string, notice: string) =>
     c.redirect(`${to}${to.includes('?') ? '&' : '?'}notice=${encodeURIComponent(notice)}`, 303)
 
+  /** A page for signed-in users: the handler gets the session's CSRF token; others go to the sign-in form. */
+  const view = (handler: (c: Context, csrf: string) => Promise<Response>) => async (c: Context) => {
+    const csrfValue = session(c)
+    return csrfValue ? handler(c, csrfValue) : signIn(c)
+  }
+  const notFound = (c: Context, csrfValue: string, what: string) =>
+    page(
+      c,
+      <Layout title="Not found" signedIn csrf={csrfValue}>
+        <div class="error">No {what}.</div>
+      </Layout>,
+      404,
+    )
+
   /** A POST of the dashboard: signed in, same origin, with the session's CSRF token; else 403. */
   const post =
     (handler: (c: Context, form: Record<string, string>) => Promise<Response>) => async (c: Context) => {
@@ -157,279 +171,277 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     }),
   )
 
-  dash.get('/', async (c) => {
-    const csrfValue = session(c)
-    if (!csrfValue) return signIn(c)
-    const [counts, rates] = await Promise.all([store.countUnpublished(), store.ratesLastHour()])
-    return page(
-      c,
-      <Layout title="Overview" signedIn csrf={csrfValue}>
-        <h1>Overview</h1>
-        <div class="cards">
-          {(['pending', 'retrying', 'dead'] as const).map((status) => (
-            <a class="card" href={`/admin/ui/webhooks?status=${status}`}>
-              <b>{counts[status]}</b>
-              {status}
-            </a>
-          ))}
-        </div>
-        <h2>Webhooks received per minute, last hour</h2>
-        <RatesChart rates={rates} />
-        <p class="muted">Providers enabled: {deps.enabledProviders.join(', ') || 'none'}.</p>
-      </Layout>,
-    )
-  })
-
-  dash.get('/ui/webhooks', async (c) => {
-    const csrfValue = session(c)
-    if (!csrfValue) return signIn(c)
-    const query = c.req.query()
-    const filter = filterOf(query)
-    const rows = await store.list({ ...filter, limit: pageSize + 1 }, cursorOf(query.before))
-    const shown = rows.slice(0, pageSize)
-    const last = shown[shown.length - 1]
-    const next =
-      rows.length > pageSize && last
-        ? `/admin/ui/webhooks?${queryString({ ...filter, before: `${last.receivedAt.toISOString()}_${last.id}` })}`
-        : undefined
-    const filterFields = Object.fromEntries(
-      Object.entries(filter)
-        .filter(([, value]) => value !== undefined)
-        .map(([name, value]) => [name, value instanceof Date ? value.toISOString() : String(value)]),
-    )
-    return page(
-      c,
-      <Layout title="Webhooks" signedIn csrf={csrfValue}>
-        <h1>{filter.status === 'dead' ? 'Dead letters' : 'Webhooks'}</h1>
-        {query.notice ? <div class="notice">{query.notice}</div> : null}
-        <form class="filters" method="get" action="/admin/ui/webhooks">
-          <label>
-            provider
-            <select name="provider">
-              <option value="">any</option>
-              {deps.enabledProviders.map((name) => (
-                <option value={name} selected={filter.provider === name}>
-                  {name}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label>
-            status
-            <select name="status">
-              <option value="">any</option>
-              {statuses.map((status) => (
-                <option value={status} selected={filter.status === status}>
-                  {status}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label>
-            type <input name="type" value={filter.type ?? ''} placeholder="payment_intent.succeeded" />
-          </label>
-          <label>
-            event id <input name="key" value={filter.key ?? ''} placeholder="evt_…" />
-          </label>
-          <label>
-            since <input name="since" value={query.since ?? ''} placeholder="2026-11-23T10:00:00Z" />
-          </label>
-          <label>
-            until <input name="until" value={query.until ?? ''} placeholder="2026-11-23T11:00:00Z" />
-          </label>
-          <button type="submit">Filter</button>
-        </form>
-        <table>
-          <thead>
-            <tr>
-              <th>received</th>
-              <th>provider</th>
-              <th>type</th>
-              <th>event id</th>
-              <th>status</th>
-              <th>attempts</th>
-              <th>last error</th>
-            </tr>
-          </thead>
-          <tbody>
-            {shown.map((webhook) => (
-              <tr>
-                <td>
-                  <a href={`/admin/ui/webhooks/${webhook.id}`}>{time(webhook.receivedAt)}</a>
-                </td>
-                <td>{webhook.provider}</td>
-                <td>{webhook.eventType}</td>
-                <td>
-                  <code>{webhook.eventKey}</code>
-                </td>
-                <td>
-                  <Status value={webhook.status} />
-                </td>
-                <td>{webhook.attempts}</td>
-                <td>{webhook.lastError ?? ''}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-        {shown.length === 0 ? <p class="muted">No webhook matches.</p> : null}
-        <p>
-          {next ? <a href={next}>Older →</a> : null}{' '}
-          {shown.length > 0 ? (
-            <PostButton
-              action="/admin/ui/replay"
-              csrf={csrfValue}
-              label="Replay every webhook matching this filter"
-              fields={filterFields}
-            />
-          ) : null}
-        </p>
-      </Layout>,
-    )
-  })
-
-  dash.get('/ui/webhooks/:id', async (c) => {
-    const csrfValue = session(c)
-    if (!csrfValue) return signIn(c)
-    const id = c.req.param('id')
-    const webhook = isUuid(id) ? await store.get(id) : undefined
-    if (!webhook)
+  dash.get(
+    '/',
+    view(async (c, csrfValue) => {
+      const [counts, rates] = await Promise.all([store.countUnpublished(), store.ratesLastHour()])
       return page(
         c,
-        <Layout title="Not found" signedIn csrf={csrfValue}>
-          <div class="error">No webhook {id}.</div>
-        </Layout>,
-        404,
-      )
-    const provider = deps.providers[webhook.provider]
-    let events: { routingKey: string; json: string }[] = []
-    let mappingError: string | undefined
-    try {
-      events = provider
-        ? eventsFor(webhook, provider).map((event) => ({
-            routingKey: event.type,
-            // Exactly the bytes published: re-formatting would round ids beyond 2^53.
-            json: serializeEvent(event).toString('utf8'),
-          }))
-        : []
-    } catch (error) {
-      mappingError = error instanceof Error ? error.message : String(error)
-    }
-    const deliveries = await destinations.listDeliveries({ webhookId: webhook.id, limit: 100 })
-    return page(
-      c,
-      <Layout title={`Webhook ${webhook.eventKey}`} signedIn csrf={csrfValue}>
-        <h1>
-          {webhook.provider} {webhook.eventType} <Status value={webhook.status} />
-        </h1>
-        {c.req.query('notice') ? <div class="notice">{c.req.query('notice')}</div> : null}
-        <table>
-          <tbody>
-            <tr>
-              <th>id</th>
-              <td>
-                <code>{webhook.id}</code>
-              </td>
-            </tr>
-            <tr>
-              <th>event id</th>
-              <td>
-                <code>{webhook.eventKey}</code>
-              </td>
-            </tr>
-            <tr>
-              <th>received</th>
-              <td>{time(webhook.receivedAt)}</td>
-            </tr>
-            <tr>
-              <th>published</th>
-              <td>{time(webhook.publishedAt)}</td>
-            </tr>
-            <tr>
-              <th>attempts</th>
-              <td>{webhook.attempts}</td>
-            </tr>
-            <tr>
-              <th>last error</th>
-              <td>{webhook.lastError ?? '-'}</td>
-            </tr>
-            <tr>
-              <th>request</th>
-              <td>
-                <code>
-                  {webhook.method} {webhook.publicUrl}
-                </code>
-              </td>
-            </tr>
-          </tbody>
-        </table>
-        <p>
-          <PostButton action={`/admin/ui/webhooks/${webhook.id}/replay`} csrf={csrfValue} label="Replay" />
-        </p>
-        <h2>Headers as received</h2>
-        <table>
-          <tbody>
-            {Object.entries(webhook.headers).map(([name, value]) => (
-              <tr>
-                <th>
-                  <code>{name}</code>
-                </th>
-                <td>
-                  <code>{value}</code>
-                </td>
-              </tr>
+        <Layout title="Overview" signedIn csrf={csrfValue}>
+          <h1>Overview</h1>
+          <div class="cards">
+            {(['pending', 'retrying', 'dead'] as const).map((status) => (
+              <a class="card" href={`/admin/ui/webhooks?status=${status}`}>
+                <b>{counts[status]}</b>
+                {status}
+              </a>
             ))}
-          </tbody>
-        </table>
-        <h2>Body as received ({webhook.body.length} bytes)</h2>
-        <pre>{webhook.body.toString('utf8')}</pre>
-        <h2>CloudEvents</h2>
-        {mappingError ? <div class="error">The handler fails on this webhook: {mappingError}</div> : null}
-        <p class="muted">
-          Published ids:{' '}
-          {webhook.publishedEventIds.length > 0 ? webhook.publishedEventIds.join(', ') : 'none yet'}
-        </p>
-        {events.map((event) => (
-          <>
-            <p>
-              routing key <code>{event.routingKey}</code>
-            </p>
-            <pre>{event.json}</pre>
-          </>
-        ))}
-        <h2>Deliveries to destinations</h2>
-        {deliveries.length === 0 ? (
-          <p class="muted">None.</p>
-        ) : (
+          </div>
+          <h2>Webhooks received per minute, last hour</h2>
+          <RatesChart rates={rates} />
+          <p class="muted">Providers enabled: {deps.enabledProviders.join(', ') || 'none'}.</p>
+        </Layout>,
+      )
+    }),
+  )
+
+  dash.get(
+    '/ui/webhooks',
+    view(async (c, csrfValue) => {
+      const query = c.req.query()
+      const filter = filterOf(query)
+      const rows = await store.list({ ...filter, limit: pageSize + 1 }, cursorOf(query.before))
+      const shown = rows.slice(0, pageSize)
+      const last = shown[shown.length - 1]
+      const next =
+        rows.length > pageSize && last
+          ? `/admin/ui/webhooks?${queryString({ ...filter, before: `${last.receivedAt.toISOString()}_${last.id}` })}`
+          : undefined
+      const filterFields = Object.fromEntries(
+        Object.entries(filter)
+          .filter(([, value]) => value !== undefined)
+          .map(([name, value]) => [name, value instanceof Date ? value.toISOString() : String(value)]),
+      )
+      return page(
+        c,
+        <Layout title="Webhooks" signedIn csrf={csrfValue}>
+          <h1>{filter.status === 'dead' ? 'Dead letters' : 'Webhooks'}</h1>
+          {query.notice ? <div class="notice">{query.notice}</div> : null}
+          <form class="filters" method="get" action="/admin/ui/webhooks">
+            <label>
+              provider
+              <select name="provider">
+                <option value="">any</option>
+                {deps.enabledProviders.map((name) => (
+                  <option value={name} selected={filter.provider === name}>
+                    {name}
+                  </option>
+                ))}
+              </select>
+            </label>
+            <label>
+              status
+              <select name="status">
+                <option value="">any</option>
+                {statuses.map((status) => (
+                  <option value={status} selected={filter.status === status}>
+                    {status}
+                  </option>
+                ))}
+              </select>
+            </label>
+            <label>
+              type <input name="type" value={filter.type ?? ''} placeholder="payment_intent.succeeded" />
+            </label>
+            <label>
+              event id <input name="key" value={filter.key ?? ''} placeholder="evt_…" />
+            </label>
+            <label>
+              since <input name="since" value={query.since ?? ''} placeholder="2026-11-23T10:00:00Z" />
+            </label>
+            <label>
+              until <input name="until" value={query.until ?? ''} placeholder="2026-11-23T11:00:00Z" />
+            </label>
+            <button type="submit">Filter</button>
+          </form>
           <table>
             <thead>
               <tr>
-                <th>destination</th>
-                <th>event</th>
+                <th>received</th>
+                <th>provider</th>
+                <th>type</th>
+                <th>event id</th>
                 <th>status</th>
                 <th>attempts</th>
-                <th>last answer</th>
+                <th>last error</th>
               </tr>
             </thead>
             <tbody>
-              {deliveries.map((delivery) => (
+              {shown.map((webhook) => (
                 <tr>
                   <td>
-                    <a href={`/admin/ui/destinations/${delivery.destinationId}`}>{delivery.destinationId}</a>
+                    <a href={`/admin/ui/webhooks/${webhook.id}`}>{time(webhook.receivedAt)}</a>
                   </td>
-                  <td>{delivery.eventType}</td>
+                  <td>{webhook.provider}</td>
+                  <td>{webhook.eventType}</td>
                   <td>
-                    <Status value={delivery.status} />
+                    <code>{webhook.eventKey}</code>
                   </td>
-                  <td>{delivery.attempts}</td>
-                  <td>{delivery.lastStatusCode ?? delivery.lastError ?? '-'}</td>
+                  <td>
+                    <Status value={webhook.status} />
+                  </td>
+                  <td>{webhook.attempts}</td>
+                  <td>{webhook.lastError ?? ''}</td>
                 </tr>
               ))}
             </tbody>
           </table>
-        )}
-      </Layout>,
-    )
-  })
+          {shown.length === 0 ? <p class="muted">No webhook matches.</p> : null}
+          <p>
+            {next ? <a href={next}>Older →</a> : null}{' '}
+            {shown.length > 0 ? (
+              <PostButton
+                action="/admin/ui/replay"
+                csrf={csrfValue}
+                label="Replay every webhook matching this filter"
+                fields={filterFields}
+              />
+            ) : null}
+          </p>
+        </Layout>,
+      )
+    }),
+  )
+
+  dash.get(
+    '/ui/webhooks/:id',
+    view(async (c, csrfValue) => {
+      const id = c.req.param('id') ?? ''
+      const webhook = isUuid(id) ? await store.get(id) : undefined
+      if (!webhook) return notFound(c, csrfValue, `webhook ${id}`)
+      const provider = deps.providers[webhook.provider]
+      let events: { routingKey: string; json: string }[] = []
+      let mappingError: string | undefined
+      try {
+        events = provider
+          ? eventsFor(webhook, provider).map((event) => ({
+              routingKey: event.type,
+              // Exactly the bytes published: re-formatting would round ids beyond 2^53.
+              json: serializeEvent(event).toString('utf8'),
+            }))
+          : []
+      } catch (error) {
+        mappingError = error instanceof Error ? error.message : String(error)
+      }
+      const deliveries = await destinations.listDeliveries({ webhookId: webhook.id, limit: 100 })
+      return page(
+        c,
+        <Layout title={`Webhook ${webhook.eventKey}`} signedIn csrf={csrfValue}>
+          <h1>
+            {webhook.provider} {webhook.eventType} <Status value={webhook.status} />
+          </h1>
+          {c.req.query('notice') ? <div class="notice">{c.req.query('notice')}</div> : null}
+          <table>
+            <tbody>
+              <tr>
+                <th>id</th>
+                <td>
+                  <code>{webhook.id}</code>
+                </td>
+              </tr>
+              <tr>
+                <th>event id</th>
+                <td>
+                  <code>{webhook.eventKey}</code>
+                </td>
+              </tr>
+              <tr>
+                <th>received</th>
+                <td>{time(webhook.receivedAt)}</td>
+              </tr>
+              <tr>
+                <th>published</th>
+                <td>{time(webhook.publishedAt)}</td>
+              </tr>
+              <tr>
+                <th>attempts</th>
+                <td>{webhook.attempts}</td>
+              </tr>
+              <tr>
+                <th>last error</th>
+                <td>{webhook.lastError ?? '-'}</td>
+              </tr>
+              <tr>
+                <th>request</th>
+                <td>
+                  <code>
+                    {webhook.method} {webhook.publicUrl}
+                  </code>
+                </td>
+              </tr>
+            </tbody>
+          </table>
+          <p>
+            <PostButton action={`/admin/ui/webhooks/${webhook.id}/replay`} csrf={csrfValue} label="Replay" />
+          </p>
+          <h2>Headers as received</h2>
+          <table>
+            <tbody>
+              {Object.entries(webhook.headers).map(([name, value]) => (
+                <tr>
+                  <th>
+                    <code>{name}</code>
+                  </th>
+                  <td>
+                    <code>{value}</code>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <h2>Body as received ({webhook.body.length} bytes)</h2>
+          <pre>{webhook.body.toString('utf8')}</pre>
+          <h2>CloudEvents</h2>
+          {mappingError ? <div class="error">The handler fails on this webhook: {mappingError}</div> : null}
+          <p class="muted">
+            Published ids:{' '}
+            {webhook.publishedEventIds.length > 0 ? webhook.publishedEventIds.join(', ') : 'none yet'}
+          </p>
+          {events.map((event) => (
+            <>
+              <p>
+                routing key <code>{event.routingKey}</code>
+              </p>
+              <pre>{event.json}</pre>
+            </>
+          ))}
+          <h2>Deliveries to destinations</h2>
+          {deliveries.length === 0 ? (
+            <p class="muted">None.</p>
+          ) : (
+            <table>
+              <thead>
+                <tr>
+                  <th>destination</th>
+                  <th>event</th>
+                  <th>status</th>
+                  <th>attempts</th>
+                  <th>last answer</th>
+                </tr>
+              </thead>
+              <tbody>
+                {deliveries.map((delivery) => (
+                  <tr>
+                    <td>
+                      <a href={`/admin/ui/destinations/${delivery.destinationId}`}>
+                        {delivery.destinationId}
+                      </a>
+                    </td>
+                    <td>{delivery.eventType}</td>
+                    <td>
+                      <Status value={delivery.status} />
+                    </td>
+                    <td>{delivery.attempts}</td>
+                    <td>{delivery.lastStatusCode ?? delivery.lastError ?? '-'}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </Layout>,
+      )
+    }),
+  )
 
   dash.post(
     '/ui/webhooks/:id/replay',
@@ -455,222 +467,220 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     }),
   )
 
-  dash.get('/ui/rejections', async (c) => {
-    const csrfValue = session(c)
-    if (!csrfValue) return signIn(c)
-    const provider = c.req.query('provider')
-    const names = provider && deps.enabledProviders.includes(provider) ? [provider] : deps.enabledProviders
-    const rejections = await deps.rejections.list(names, 200).catch(() => undefined)
-    return page(
-      c,
-      <Layout title="Rejections" signedIn csrf={csrfValue}>
-        <h1>Rejected requests</h1>
-        <p class="muted">
-          The last 200 per provider: why, from where, which secrets were tried. Header names only, never
-          values or bodies.
-        </p>
-        <p>
-          {['', ...deps.enabledProviders].map((name) => (
-            <a style="margin-right:10px" href={`/admin/ui/rejections${name ? `?provider=${name}` : ''}`}>
-              {name || 'all'}
-            </a>
-          ))}
-        </p>
-        {rejections === undefined ? (
-          <div class="error">Redis, which keeps the rejection log, does not answer.</div>
-        ) : null}
-        <table>
-          <thead>
-            <tr>
-              <th>time</th>
-              <th>provider</th>
-              <th>answer</th>
-              <th>address</th>
-              <th>why</th>
-              <th>headers</th>
-              <th>body</th>
-            </tr>
-          </thead>
-          <tbody>
-            {(rejections ?? []).map((entry) => (
-              <tr>
-                <td>{time(entry.time)}</td>
-                <td>{entry.provider}</td>
-                <td>
-                  {entry.status} {entry.outcome}
-                </td>
-                <td>{entry.address}</td>
-                <td>{entry.reasons.join('; ')}</td>
-                <td>
-                  <code>{entry.headerNames.join(', ')}</code>
-                </td>
-                <td>{entry.bodyBytes ?? '-'} B</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </Layout>,
-    )
-  })
-
-  dash.get('/ui/destinations', async (c) => {
-    const csrfValue = session(c)
-    if (!csrfValue) return signIn(c)
-    const all = await destinations.list()
-    return page(
-      c,
-      <Layout title="Destinations" signedIn csrf={csrfValue}>
-        <h1>Destinations</h1>
-        {c.req.query('notice') ? <div class="notice">{c.req.query('notice')}</div> : null}
-        <table>
-          <thead>
-            <tr>
-              <th>url</th>
-              <th>events</th>
-              <th>state</th>
-              <th>consecutive failures</th>
-              <th>pending</th>
-              <th>failed</th>
-              <th>delivered</th>
-              <th></th>
-            </tr>
-          </thead>
-          <tbody>
-            {all.map((destination) => (
-              <tr>
-                <td>
-                  <a href={`/admin/ui/destinations/${destination.id}`}>{destination.url}</a>
-                  {destination.name ? <div class="muted">{destination.name}</div> : null}
-                </td>
-                <td>
-                  <code>{destination.events.join(' ')}</code>
-                </td>
-                <td>
-                  <Status value={destination.enabled ? 'enabled' : 'disabled'} />
-                  {destination.disabledReason ? <div class="muted">{destination.disabledReason}</div> : null}
-                </td>
-                <td>{destination.consecutiveFailures}</td>
-                <td>{destination.counts.pending}</td>
-                <td>{destination.counts.failed}</td>
-                <td>{destination.counts.delivered}</td>
-                <td>
-                  {destination.enabled ? (
-                    <PostButton
-                      action={`/admin/ui/destinations/${destination.id}/disable`}
-                      csrf={csrfValue}
-                      label="Disable"
-                    />
-                  ) : (
-                    <PostButton
-                      action={`/admin/ui/destinations/${destination.id}/enable`}
-                      csrf={csrfValue}
-                      label="Enable"
-                    />
-                  )}{' '}
-                  {destination.counts.failed > 0 ? (
-                    <PostButton
-                      action={`/admin/ui/destinations/${destination.id}/retry-failed`}
-                      csrf={csrfValue}
-                      label="Retry failed"
-                    />
-                  ) : null}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-        {all.length === 0 ? (
-          <p class="muted">No destination. Add one with POST /admin/destinations (README).</p>
-        ) : null}
-      </Layout>,
-    )
-  })
-
-  dash.get('/ui/destinations/:id', async (c) => {
-    const csrfValue = session(c)
-    if (!csrfValue) return signIn(c)
-    const id = c.req.param('id')
-    const destination = isUuid(id) ? await destinations.get(id) : undefined
-    if (!destination)
+  dash.get(
+    '/ui/rejections',
+    view(async (c, csrfValue) => {
+      const provider = c.req.query('provider')
+      const names = provider && deps.enabledProviders.includes(provider) ? [provider] : deps.enabledProviders
+      const rejections = await deps.rejections.list(names, 200).catch(() => undefined)
       return page(
         c,
-        <Layout title="Not found" signedIn csrf={csrfValue}>
-          <div class="error">No destination {id}.</div>
-        </Layout>,
-        404,
-      )
-    const status = (['pending', 'delivered', 'failed'] as const).find(
-      (value) => value === c.req.query('status'),
-    )
-    const deliveries = await destinations.listDeliveries({ destinationId: id, status, limit: 100 })
-    return page(
-      c,
-      <Layout title="Destination" signedIn csrf={csrfValue}>
-        <h1>
-          {destination.url} <Status value={destination.enabled ? 'enabled' : 'disabled'} />
-        </h1>
-        {c.req.query('notice') ? <div class="notice">{c.req.query('notice')}</div> : null}
-        <p>
-          {['', 'pending', 'failed', 'delivered'].map((value) => (
-            <a
-              style="margin-right:10px"
-              href={`/admin/ui/destinations/${id}${value ? `?status=${value}` : ''}`}
-            >
-              {value || 'all'}
-            </a>
-          ))}
-        </p>
-        <table>
-          <thead>
-            <tr>
-              <th>created</th>
-              <th>event</th>
-              <th>status</th>
-              <th>attempts (status, duration, error)</th>
-              <th></th>
-            </tr>
-          </thead>
-          <tbody>
-            {deliveries.map((delivery) => (
-              <tr>
-                <td>
-                  <a href={`/admin/ui/webhooks/${delivery.webhookId}`}>{time(delivery.createdAt)}</a>
-                </td>
-                <td>
-                  {delivery.eventType}
-                  <div class="muted">
-                    <code>{delivery.eventId}</code>
-                  </div>
-                </td>
-                <td>
-                  <Status value={delivery.status} />
-                </td>
-                <td>
-                  {delivery.attemptLog.map((attempt) => (
-                    <div>
-                      {time(attempt.attemptedAt)}: {attempt.statusCode ?? '-'},{' '}
-                      {Math.round(attempt.durationMs)} ms
-                      {attempt.error ? `, ${attempt.error}` : ''}
-                    </div>
-                  ))}
-                </td>
-                <td>
-                  {delivery.status !== 'pending' ? (
-                    <PostButton
-                      action={`/admin/ui/deliveries/${delivery.id}/retry`}
-                      csrf={csrfValue}
-                      label="Send again"
-                      fields={{ destination: id }}
-                    />
-                  ) : null}
-                </td>
-              </tr>
+        <Layout title="Rejections" signedIn csrf={csrfValue}>
+          <h1>Rejected requests</h1>
+          <p class="muted">
+            The last 200 per provider: why, from where, which secrets were tried. Header names only, never
+            values or bodies.
+          </p>
+          <p>
+            {['', ...deps.enabledProviders].map((name) => (
+              <a style="margin-right:10px" href={`/admin/ui/rejections${name ? `?provider=${name}` : ''}`}>
+                {name || 'all'}
+              </a>
             ))}
-          </tbody>
-        </table>
-      </Layout>,
-    )
-  })
+          </p>
+          {rejections === undefined ? (
+            <div class="error">Redis, which keeps the rejection log, does not answer.</div>
+          ) : null}
+          <table>
+            <thead>
+              <tr>
+                <th>time</th>
+                <th>provider</th>
+                <th>answer</th>
+                <th>address</th>
+                <th>why</th>
+                <th>headers</th>
+                <th>body</th>
+              </tr>
+            </thead>
+            <tbody>
+              {(rejections ?? []).map((entry) => (
+                <tr>
+                  <td>{time(entry.time)}</td>
+                  <td>{entry.provider}</td>
+                  <td>
+                    {entry.status} {entry.outcome}
+                  </td>
+                  <td>{entry.address}</td>
+                  <td>{entry.reasons.join('; ')}</td>
+                  <td>
+                    <code>{entry.headerNames.join(', ')}</code>
+                  </td>
+                  <td>{entry.bodyBytes ?? '-'} B</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </Layout>,
+      )
+    }),
+  )
+
+  dash.get(
+    '/ui/destinations',
+    view(async (c, csrfValue) => {
+      const all = await destinations.list()
+      return page(
+        c,
+        <Layout title="Destinations" signedIn csrf={csrfValue}>
+          <h1>Destinations</h1>
+          {c.req.query('notice') ? <div class="notice">{c.req.query('notice')}</div> : null}
+          <table>
+            <thead>
+              <tr>
+                <th>url</th>
+                <th>events</th>
+                <th>state</th>
+                <th>consecutive failures</th>
+                <th>pending</th>
+                <th>failed</th>
+                <th>delivered</th>
+                <th></th>
+              </tr>
+            </thead>
+            <tbody>
+              {all.map((destination) => (
+                <tr>
+                  <td>
+                    <a href={`/admin/ui/destinations/${destination.id}`}>{destination.url}</a>
+                    {destination.name ? <div class="muted">{destination.name}</div> : null}
+                  </td>
+                  <td>
+                    <code>{destination.events.join(' ')}</code>
+                  </td>
+                  <td>
+                    <Status value={destination.enabled ? 'enabled' : 'disabled'} />
+                    {destination.disabledReason ? (
+                      <div class="muted">{destination.disabledReason}</div>
+                    ) : null}
+                  </td>
+                  <td>{destination.consecutiveFailures}</td>
+                  <td>{destination.counts.pending}</td>
+                  <td>{destination.counts.failed}</td>
+                  <td>{destination.counts.delivered}</td>
+                  <td>
+                    {destination.enabled ? (
+                      <PostButton
+                        action={`/admin/ui/destinations/${destination.id}/disable`}
+                        csrf={csrfValue}
+                        label="Disable"
+                      />
+                    ) : (
+                      <PostButton
+                        action={`/admin/ui/destinations/${destination.id}/enable`}
+                        csrf={csrfValue}
+                        label="Enable"
+                      />
+                    )}{' '}
+                    {destination.counts.failed > 0 ? (
+                      <PostButton
+                        action={`/admin/ui/destinations/${destination.id}/retry-failed`}
+                        csrf={csrfValue}
+                        label="Retry failed"
+                      />
+                    ) : null}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {all.length === 0 ? (
+            <p class="muted">No destination. Add one with POST /admin/destinations (README).</p>
+          ) : null}
+        </Layout>,
+      )
+    }),
+  )
+
+  dash.get(
+    '/ui/destinations/:id',
+    view(async (c, csrfValue) => {
+      const id = c.req.param('id') ?? ''
+      const destination = isUuid(id) ? await destinations.get(id) : undefined
+      if (!destination) return notFound(c, csrfValue, `destination ${id}`)
+      const status = (['pending', 'delivered', 'failed'] as const).find(
+        (value) => value === c.req.query('status'),
+      )
+      const deliveries = await destinations.listDeliveries({ destinationId: id, status, limit: 100 })
+      return page(
+        c,
+        <Layout title="Destination" signedIn csrf={csrfValue}>
+          <h1>
+            {destination.url} <Status value={destination.enabled ? 'enabled' : 'disabled'} />
+          </h1>
+          {c.req.query('notice') ? <div class="notice">{c.req.query('notice')}</div> : null}
+          <p>
+            {['', 'pending', 'failed', 'delivered'].map((value) => (
+              <a
+                style="margin-right:10px"
+                href={`/admin/ui/destinations/${id}${value ? `?status=${value}` : ''}`}
+              >
+                {value || 'all'}
+              </a>
+            ))}
+          </p>
+          <table>
+            <thead>
+              <tr>
+                <th>created</th>
+                <th>event</th>
+                <th>status</th>
+                <th>attempts (status, duration, error)</th>
+                <th></th>
+              </tr>
+            </thead>
+            <tbody>
+              {deliveries.map((delivery) => (
+                <tr>
+                  <td>
+                    <a href={`/admin/ui/webhooks/${delivery.webhookId}`}>{time(delivery.createdAt)}</a>
+                  </td>
+                  <td>
+                    {delivery.eventType}
+                    <div class="muted">
+                      <code>{delivery.eventId}</code>
+                    </div>
+                  </td>
+                  <td>
+                    <Status value={delivery.status} />
+                  </td>
+                  <td>
+                    {delivery.attemptLog.map((attempt) => (
+                      <div>
+                        {time(attempt.attemptedAt)}: {attempt.statusCode ?? '-'},{' '}
+                        {Math.round(attempt.durationMs)} ms
+                        {attempt.error ? `, ${attempt.error}` : ''}
+                      </div>
+                    ))}
+                  </td>
+                  <td>
+                    {delivery.status !== 'pending' ? (
+                      <PostButton
+                        action={`/admin/ui/deliveries/${delivery.id}/retry`}
+                        csrf={csrfValue}
+                        label="Send again"
+                        fields={{ destination: id }}
+                      />
+                    ) : null}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </Layout>,
+      )
+    }),
+  )
 
   const destinationAction = (action: 'enable' | 'disable' | 'retry-failed') =>
     post(async (c) => {
