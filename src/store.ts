@@ -152,12 +152,26 @@ export interface WebhookCursor {
 /** The named queries. SQL stays SQL. */
 export function createStore(sql: Sql) {
   const fanOut = createFanOut(sql)
+  // By event id: the unique key is (provider, event_key), so without a provider each provider is probed in
+  // turn (a loose index scan finds them), rather than reading the whole table for one event id.
+  const keyClause = (key: string, provider: string | undefined) =>
+    provider
+      ? sql`AND event_key = ${key}`
+      : sql`AND (provider, event_key) IN (
+          WITH RECURSIVE providers AS (
+            SELECT min(provider) AS name FROM webhooks
+            UNION ALL
+            SELECT (SELECT min(provider) FROM webhooks WHERE provider > providers.name) FROM providers
+            WHERE providers.name IS NOT NULL
+          )
+          SELECT name, ${key}::text FROM providers WHERE name IS NOT NULL)`
+
   const filterClause = (filter: WebhookFilter) => sql`
     WHERE true
     ${filter.provider ? sql`AND provider = ${filter.provider}` : sql``}
     ${filter.status ? sql`AND status = ${filter.status}` : sql``}
     ${filter.type ? sql`AND event_type = ${filter.type}` : sql``}
-    ${filter.key ? sql`AND event_key = ${filter.key}` : sql``}
+    ${filter.key ? keyClause(filter.key, filter.provider) : sql``}
     ${filter.since ? sql`AND received_at >= ${filter.since}` : sql``}
     ${filter.until ? sql`AND received_at < ${filter.until}` : sql``}`
 

@@ -49,8 +49,10 @@ describe('/metrics', () => {
     await gw.post('/webhooks/stripe', delivery.body, delivery.headers)
     const text = await waitFor(async () => {
       const scraped = await scrape()
-      return (sample(scraped, 'webhook_publish_lag_seconds_count{provider="stripe"}') ?? 0) >= 1 &&
-        sample(scraped, 'webhooks_oldest_unpublished_age_seconds') === 0
+      // The gauges of one scrape are read one after another: wait for a scrape where both say "published".
+      return (sample(scraped, 'webhook_publish_lag_seconds_count{provider="stripe"}') ?? 0) >= 2 &&
+        sample(scraped, 'webhooks_oldest_unpublished_age_seconds') === 0 &&
+        sample(scraped, 'webhooks_unpublished{status="pending"}') === 0
         ? scraped
         : undefined
     })
