@@ -87,6 +87,9 @@ const schema = z.object({
   DELIVERY_CONCURRENCY: int(256),
   DELIVERY_POLL_MS: int(1000),
   DELIVERY_LEASE_MARGIN_SECONDS: int(30),
+  HTTP_HEADERS_TIMEOUT_MS: int(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: int(60_000),
+  HTTP_MAX_CONNECTIONS: int(10_000),
   RETENTION_DAYS: z.coerce.number().positive().default(30),
   RETENTION_FAILED_DAYS: z.coerce.number().positive().default(90),
 })
@@ -135,6 +138,15 @@ export interface Config {
     readonly concurrency: number
     readonly pollMs: number
     readonly leaseMarginSeconds: number
+  }
+  /** The public endpoint's limits against slow or greedy clients (slowloris). */
+  readonly http: {
+    /** A request's headers must be complete within this. */
+    readonly headersTimeoutMs: number
+    /** A whole request (headers and body) must be in within this. */
+    readonly requestTimeoutMs: number
+    /** Connections open at once; more are refused. */
+    readonly maxConnections: number
   }
   readonly retention: {
     /** Published webhooks and delivered deliveries are deleted after this many days. */
@@ -196,6 +208,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       concurrency: Math.max(1, e.DELIVERY_CONCURRENCY),
       pollMs: Math.max(10, e.DELIVERY_POLL_MS),
       leaseMarginSeconds: e.DELIVERY_LEASE_MARGIN_SECONDS,
+    }),
+    http: Object.freeze({
+      headersTimeoutMs: Math.max(100, e.HTTP_HEADERS_TIMEOUT_MS),
+      requestTimeoutMs: Math.max(100, e.HTTP_REQUEST_TIMEOUT_MS),
+      maxConnections: Math.max(1, e.HTTP_MAX_CONNECTIONS),
     }),
     retention: Object.freeze({ days: e.RETENTION_DAYS, failedDays: e.RETENTION_FAILED_DAYS }),
   })

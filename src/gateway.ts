@@ -210,10 +210,24 @@ export async function startGateway(
   let server: Server | undefined
   if (runsApi) {
     server = await new Promise<Server>((resolve) => {
-      // Plain HTTP/1.1: serve() builds a node:http Server unless told otherwise.
-      const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>
-        resolve(started as Server),
+      // Plain HTTP/1.1: serve() builds a node:http Server unless told otherwise. A client that drips its
+      // headers or body (slowloris) is cut off at these limits; Node checks them every half second here
+      // rather than every 30 s.
+      const { headersTimeoutMs, requestTimeoutMs, maxConnections } = config.http
+      const started = serve(
+        {
+          fetch: app.fetch,
+          port: config.port,
+          hostname: config.host,
+          serverOptions: {
+            headersTimeout: headersTimeoutMs,
+            requestTimeout: Math.max(requestTimeoutMs, headersTimeoutMs),
+            connectionsCheckingInterval: Math.min(500, headersTimeoutMs),
+          },
+        },
+        () => resolve(started as Server),
       )
+      ;(started as Server).maxConnections = maxConnections
     })
     log.info('listening', {
       host: config.host,
