@@ -10,10 +10,31 @@ const filterSchema = z.object({
   provider: z.string().min(1).optional(),
   status: z.enum(statuses).optional(),
   type: z.string().min(1).optional(),
+  /** The provider's event id. */
+  key: z.string().min(1).optional(),
   since: z.coerce.date().optional(),
   until: z.coerce.date().optional(),
 })
-const listSchema = filterSchema.extend({ limit: z.coerce.number().int().min(1).max(1000).default(100) })
+
+/**
+ * A webhook filter from form or query fields (empty ones mean "any"), or why it is not one: a filter that
+ * cannot be read is refused, never narrowed silently, since a replay by filter acts on what it matches.
+ */
+export function parseWebhookFilter(
+  fields: Readonly<Record<string, string | undefined>>,
+): { filter: z.output<typeof filterSchema> } | { error: string } {
+  const given = Object.fromEntries(
+    Object.keys(filterSchema.shape)
+      .map((name) => [name, fields[name]?.trim()] as const)
+      .filter(([, value]) => value !== undefined && value !== ''),
+  )
+  const parsed = filterSchema.strict().safeParse(given)
+  return parsed.success ? { filter: parsed.data } : { error: z.prettifyError(parsed.error) }
+}
+
+export const listSchema = filterSchema.extend({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+})
 
 const rejectionsQuery = z.object({
   provider: z.string().min(1).optional(),
@@ -46,7 +67,7 @@ const detail = (webhook: StoredWebhook) => ({
   published_event_ids: webhook.publishedEventIds,
 })
 
-const isUuid = (value: string) =>
+export const isUuid = (value: string) =>
   /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
 
 /**

@@ -97,7 +97,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   })
 
   app.get('/metrics', async (c) =>
-    c.body(await deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
+    c.body(await deps.metrics.render(), 200, { 'content-type': deps.metrics.contentType }),
   )
 
   // The pages first: their paths are the dashboard's, everything else under /admin is the bearer-token API.

@@ -324,11 +324,6 @@ export function createStore(sql: Sql) {
         WHERE id = ${id}`
     },
 
-    /** Gives a claimed webhook back untouched (the broker went away): no attempt is spent. */
-    async release(id: string): Promise<void> {
-      await sql`UPDATE webhooks SET next_attempt_at = now() WHERE id = ${id}`
-    },
-
     async get(id: string): Promise<StoredWebhook | undefined> {
       const [row] = await sql`SELECT ${sql.unsafe(columns)} FROM webhooks WHERE id = ${id}`
       return row ? toWebhook(row) : undefined

@@ -2,11 +2,12 @@ import { Hono, type Context } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { csrf } from 'hono/csrf'
 import type { Providers } from '../../providers/index.ts'
+import { isUuid, parseWebhookFilter } from '../admin.ts'
 import { safeEqual } from '../crypto.ts'
 import type { DestinationStore } from '../destinations/store.ts'
 import { eventsFor, serializeEvent } from '../events.ts'
 import type { RejectionLog } from '../rejections.ts'
-import type { Store, WebhookCursor, WebhookFilter, WebhookStatus } from '../store.ts'
+import type { Store, WebhookCursor, WebhookStatus } from '../store.ts'
 import { RatesChart } from './chart.tsx'
 import { Layout, PostButton, Status, time } from './layout.tsx'
 import { csrfToken, newSession, sessionCookie, sessionSeconds, validCsrf, validSession } from './session.ts'
@@ -24,30 +25,11 @@ export interface DashboardDeps {
 }
 
 const statuses: readonly WebhookStatus[] = ['pending', 'retrying', 'published', 'dead']
-const isUuid = (value: string) =>
-  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
 const pageSize = 50
 
 /** An HTML page: the doctype, then the rendered element (standards mode, not quirks). */
 const page = (c: Context, element: unknown, status: 200 | 401 | 403 | 404 = 200) =>
   c.html(`<!DOCTYPE html>${String(element)}`, status)
-
-/** The filter a page's query (or a form) names; what is not valid is left out. */
-function filterOf(query: Record<string, string | undefined>): WebhookFilter {
-  const date = (value: string | undefined) => {
-    const parsed = value ? new Date(value) : undefined
-    return parsed && !Number.isNaN(parsed.getTime()) ? parsed : undefined
-  }
-  const text = (value: string | undefined) => (value && value.trim() !== '' ? value.trim() : undefined)
-  return {
-    provider: text(query.provider),
-    status: statuses.find((status) => status === query.status),
-    type: text(query.type),
-    key: text(query.key),
-    since: date(query.since),
-    until: date(query.until),
-  }
-}
 
 /** `before` in a page's query: `<ISO time>_<id>` of the last row of the page before. */
 function cursorOf(value: string | undefined): WebhookCursor | undefined {
@@ -199,8 +181,10 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     '/ui/webhooks',
     view(async (c, csrfValue) => {
       const query = c.req.query()
-      const filter = filterOf(query)
-      const rows = await store.list({ ...filter, limit: pageSize + 1 }, cursorOf(query.before))
+      const parsed = parseWebhookFilter(query)
+      const filter = 'filter' in parsed ? parsed.filter : {}
+      const rows =
+        'filter' in parsed ? await store.list({ ...filter, limit: pageSize + 1 }, cursorOf(query.before)) : []
       const shown = rows.slice(0, pageSize)
       const last = shown[shown.length - 1]
       const next =
@@ -217,6 +201,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
         <Layout title="Webhooks" signedIn csrf={csrfValue}>
           <h1>{filter.status === 'dead' ? 'Dead letters' : 'Webhooks'}</h1>
           {query.notice ? <div class="notice">{query.notice}</div> : null}
+          {'error' in parsed ? <div class="error">This filter cannot be read: {parsed.error}</div> : null}
           <form class="filters" method="get" action="/admin/ui/webhooks">
             <label>
               provider
@@ -456,7 +441,9 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   dash.post(
     '/ui/replay',
     post(async (c, form) => {
-      const filter = filterOf(form)
+      const parsed = parseWebhookFilter(form)
+      if ('error' in parsed) return back(c, '/admin/ui/webhooks', `Nothing replayed: ${parsed.error}`)
+      const filter = parsed.filter
       const replayed = await store.replay(filter)
       if (replayed > 0) deps.onReplay?.()
       return back(

@@ -1,5 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
+import { isUuid } from '../admin.ts'
 import { destinationUrlProblem, type AddressPolicy } from './address.ts'
 import {
   createSchema,
@@ -10,9 +11,6 @@ import {
   updateSchema,
 } from './settings.ts'
 import type { DestinationStore } from './store.ts'
-
-const isUuid = (value: string) =>
-  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
 
 const deliveriesQuery = z.object({
   status: z.enum(['pending', 'delivered', 'failed']).optional(),

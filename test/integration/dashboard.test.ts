@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { csrfToken } from '../../src/dashboard/session.ts'
 import { useTestDatabase, waitFor, type Capture, type TestGateway } from '../support/services.ts'
 import { githubDelivery, githubExample, paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
@@ -149,5 +150,25 @@ describe('the dashboard in a browser', () => {
       body: 'status=dead',
     })
     expect(response.status).toBe(403)
+
+    // With the token, a filter that cannot be read replays nothing (never everything the rest matches).
+    const before = events.messages.length
+    const refused = await fetch(`${gw.url}/admin/ui/replay`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        cookie: `gw_session=${session.value}`,
+        origin: gw.url,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({
+        _csrf: csrfToken(adminToken, session.value),
+        since: 'yesterday-ish',
+      }).toString(),
+    })
+    expect(refused.status).toBe(303)
+    expect(decodeURIComponent(refused.headers.get('location') ?? '')).toMatch(/Nothing replayed/)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(events.messages.length).toBe(before)
   })
 })
