@@ -78,6 +78,7 @@ const schema = z.object({
   FAILED_VERIFY_LIMIT: int(30),
   FAILED_VERIFY_WINDOW_SECONDS: int(60),
   DATABASE_POOL_SIZE: int(10),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(30_000),
   INTAKE_MAX_BATCH: int(500),
   INTAKE_CONCURRENCY: int(2),
   STORE_TIMEOUT_MS: int(4000),
@@ -103,6 +104,11 @@ export interface Config {
   readonly role: 'all' | 'api' | 'worker'
   readonly databaseUrl: string
   readonly databasePoolSize: number
+  /**
+   * The longest a statement may run before Postgres cancels it; the worker and sender also stop waiting
+   * for an answer a little after it (a stalled server, a partition), and try again.
+   */
+  readonly databaseStatementTimeoutMs: number
   readonly redisUrl: string
   readonly redisPrefix: string
   readonly amqpUrl: string
@@ -171,6 +177,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     role: e.ROLE,
     databaseUrl: e.DATABASE_URL,
     databasePoolSize: e.DATABASE_POOL_SIZE,
+    databaseStatementTimeoutMs: Math.max(100, e.DATABASE_STATEMENT_TIMEOUT_MS),
     redisUrl: e.REDIS_URL,
     redisPrefix: e.REDIS_PREFIX,
     amqpUrl: e.AMQP_URL,

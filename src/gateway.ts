@@ -5,6 +5,8 @@ import { Redis } from 'ioredis'
 import { providers as allProviders, type Providers } from '../providers/index.ts'
 import { createApp } from './app.ts'
 import type { Config } from './config.ts'
+import { ClaimOwner } from './claims.ts'
+import { bounded } from './deadline.ts'
 import { checkHealth } from './health.ts'
 import { Intake } from './intake.ts'
 import { createLogger, type Logger } from './log.ts'
@@ -54,7 +56,9 @@ export async function startGateway(
 
   if (await ensureDatabase(config.databaseUrl))
     log.info('created the database', { url: redactUrl(config.databaseUrl) })
-  const sql = connectDatabase(config.databaseUrl, config.databasePoolSize)
+  const sql = connectDatabase(config.databaseUrl, config.databasePoolSize, {
+    statementTimeoutMs: config.databaseStatementTimeoutMs,
+  })
   const applied = await migrate(sql)
   if (applied.length > 0) log.info('migrations applied', { applied })
   const store = createStore(sql)
@@ -146,28 +150,65 @@ export async function startGateway(
     timeoutMs: config.storeTimeoutMs,
   })
   const agent = createDestinationAgent(policy)
-  const sender = runsWorker
-    ? new DeliverySender(destinations, {
-        dispatcher: agent,
-        concurrency: config.destinations.concurrency,
-        pollMs: config.destinations.pollMs,
-        leaseMarginSeconds: config.destinations.leaseMarginSeconds,
-        log,
-        metrics,
-        userAgent: 'webhook-gateway',
-      })
+  // The worker and sender loops give up on a statement a little after Postgres would have cancelled it.
+  const statementDeadlineMs = config.databaseStatementTimeoutMs + 2000
+  // The worker's and sender's claims carry this process's number, so they come back at once if it dies.
+  const owner = runsWorker ? await ClaimOwner.start(config.databaseUrl, log) : undefined
+  const sender = owner
+    ? new DeliverySender(
+        {
+          ...bounded(
+            destinations,
+            ['claimDue', 'reclaimAbandoned', 'recordAttempts'],
+            statementDeadlineMs,
+            'postgres',
+          ),
+          listen: destinations.listen,
+        },
+        {
+          dispatcher: agent,
+          concurrency: config.destinations.concurrency,
+          pollMs: config.destinations.pollMs,
+          leaseMarginSeconds: config.destinations.leaseMarginSeconds,
+          claimOwner: owner.id,
+          log,
+          metrics,
+          userAgent: 'webhook-gateway',
+        },
+      )
     : undefined
-  const worker = runsWorker
-    ? new Worker(store, publisher, providers, {
-        concurrency: config.workerConcurrency,
-        pollMs: config.workerPollMs,
-        leaseSeconds: config.workerLeaseSeconds,
-        retryDelaysSeconds: config.retryDelaysSeconds,
-        log,
-        metrics,
-        intakeCounts: runsApi ? () => intake.counts : undefined,
-        onFannedOut: () => sender?.wake(),
-      })
+  const worker = owner
+    ? new Worker(
+        {
+          ...bounded(
+            store,
+            [
+              'claimDue',
+              'reclaimAbandoned',
+              'markPublished',
+              'markFailed',
+              'routeAndRelease',
+              'hasDestinations',
+            ],
+            statementDeadlineMs,
+            'postgres',
+          ),
+          listen: store.listen,
+        },
+        publisher,
+        providers,
+        {
+          concurrency: config.workerConcurrency,
+          pollMs: config.workerPollMs,
+          leaseSeconds: config.workerLeaseSeconds,
+          claimOwner: owner.id,
+          retryDelaysSeconds: config.retryDelaysSeconds,
+          log,
+          metrics,
+          intakeCounts: runsApi ? () => intake.counts : undefined,
+          onFannedOut: () => sender?.wake(),
+        },
+      )
     : undefined
   await worker?.start()
   await sender?.start()
@@ -251,6 +292,8 @@ export async function startGateway(
       server?.closeIdleConnections()
       retention?.stop()
       await Promise.all([intake.idle(), worker?.stop(5000), sender?.stop(5000)])
+      // What is still claimed was not finished: giving the number up hands it to the other gateways now.
+      const ownerStopped = owner?.stop()
       // Answers to the last commits are being written; then cut keep-alive sockets a client holds open.
       await Promise.race([closed, sleep(250)])
       server?.closeAllConnections()
@@ -258,6 +301,7 @@ export async function startGateway(
         closed,
         publisher.stop(1000),
         sql.end({ timeout: 2 }),
+        ownerStopped,
         agent.close().catch(() => {}),
       ])
       redis.disconnect()

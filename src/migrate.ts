@@ -27,6 +27,8 @@ export async function migrate(sql: Sql, migrations?: readonly Migration[]): Prom
   const all = migrations ?? (await readMigrations())
   const connection = await sql.reserve()
   try {
+    // A migration may rewrite a large table, and waits for another process's to finish: no time limit here.
+    await connection`SET statement_timeout = 0`
     await connection`SELECT pg_advisory_lock(${lockKey})`
     await connection`
       CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -55,6 +57,7 @@ export async function migrate(sql: Sql, migrations?: readonly Migration[]): Prom
     return done
   } finally {
     await connection`SELECT pg_advisory_unlock(${lockKey})`.catch(() => {})
+    await connection`RESET statement_timeout`.catch(() => {})
     connection.release()
   }
 }

@@ -4,10 +4,14 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import postgres from 'postgres'
 import type { CloudEvent } from './events.ts'
+import { liveOwners } from './claims.ts'
 import { copyWebhooks } from './copy.ts'
 import { createFanOut, type HandledWebhook } from './destinations/fanout.ts'
 
 export type Sql = postgres.Sql<{}>
+
+/** The longest a gateway statement may run (DATABASE_STATEMENT_TIMEOUT_MS). */
+export const defaultStatementTimeoutMs = 30_000
 
 /** What postgres.js passes a socket factory: its parsed connection options. */
 interface SocketOptions {
@@ -48,16 +52,34 @@ async function connectSocket(options: SocketOptions): Promise<Socket> {
  */
 export const writerName = (sql: Sql) => String(sql.options.connection.application_name ?? '')
 
-export function connectDatabase(url: string, max: number): Sql {
+/**
+ * A pool of `max` sessions. `keepSession` keeps its connections for as long as they live (no idle timeout,
+ * no retirement): for a session that holds a lock. A statement running longer than `statementTimeoutMs`
+ * (waiting on a lock, say) is cancelled by Postgres itself.
+ */
+export function connectDatabase(
+  url: string,
+  max: number,
+  {
+    keepSession = false,
+    statementTimeoutMs = defaultStatementTimeoutMs,
+  }: { readonly keepSession?: boolean; readonly statementTimeoutMs?: number } = {},
+): Sql {
   const options = {
     max,
     onnotice: () => {},
     // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
     connect_timeout: 5,
-    idle_timeout: 60,
+    // 0 is "never" to postgres.js.
+    idle_timeout: keepSession ? 0 : 60,
+    ...(keepSession ? { max_lifetime: 0 } : {}),
     // JIT compiling pays off for long analytic queries, never for ours: the planner's guess of a claim's cost
     // (it cannot know the LIMITs) set it off at 70 ms a statement, against 3 ms to run it.
-    connection: { application_name: `webhook-gateway ${randomBytes(4).toString('hex')}`, jit: 'off' },
+    connection: {
+      application_name: `webhook-gateway ${randomBytes(4).toString('hex')}`,
+      jit: 'off',
+      statement_timeout: statementTimeoutMs,
+    },
   }
   // The socket factory knows one host; a URL naming several (failover) keeps postgres.js' own sockets.
   // postgres.js takes a socket factory but its types do not list the option.
@@ -237,21 +259,23 @@ export function createStore(sql: Sql) {
     },
 
     /**
-     * Claims due webhooks for this worker by pushing their next attempt past a lease; a worker that dies
-     * mid-publish leaves them to be claimed again when the lease runs out. SKIP LOCKED lets many workers,
-     * in many processes, claim side by side without waiting on each other.
+     * Claims due webhooks for `owner` (see ClaimOwner) by pushing their next attempt past a lease. A worker
+     * that dies mid-publish leaves them to be taken back by reclaimAbandoned, or claimed again when the lease
+     * runs out. SKIP LOCKED lets many workers, in many processes, claim side by side without waiting on each
+     * other.
      *
      * A claim holds at most `maxBytes` of bodies (always at least one webhook): a backlog of 25 MB GitHub
      * deliveries must not be read 64 at a time, twice their size as hex, into one process.
      */
     async claimDue(
+      owner: number,
       limit: number,
       leaseSeconds: number,
       options: { readonly maxBytes?: number; readonly unroutedOnly?: boolean } = {},
     ): Promise<StoredWebhook[]> {
       const maxBytes = options.maxBytes ?? claimMaxBytes
       const rows = await sql`
-        UPDATE webhooks SET next_attempt_at = now() + make_interval(secs => ${leaseSeconds})
+        UPDATE webhooks SET next_attempt_at = now() + make_interval(secs => ${leaseSeconds}), claimed_by = ${owner}
         WHERE id IN (
           SELECT id FROM (
             SELECT id, sum(octet_length(body)) OVER (ORDER BY next_attempt_at, id) - octet_length(body) AS before
@@ -292,7 +316,7 @@ export function createStore(sql: Sql) {
           UPDATE webhooks AS w
           SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
               published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids)),
-              routed_at = coalesce(w.routed_at, now())
+              routed_at = coalesce(w.routed_at, now()), claimed_by = NULL
           FROM jsonb_to_recordset(${sql.json(records as postgres.JSONValue)}) AS p(id uuid, event_ids jsonb)
           WHERE w.id = p.id AND ${unchanged}
           RETURNING w.id`,
@@ -308,7 +332,7 @@ export function createStore(sql: Sql) {
       return fanOut(
         handled,
         (unchanged) => sql`
-          UPDATE webhooks SET routed_at = coalesce(routed_at, now()), next_attempt_at = now()
+          UPDATE webhooks SET routed_at = coalesce(routed_at, now()), next_attempt_at = now(), claimed_by = NULL
           WHERE id = ANY(${handled.map((h) => h.webhookId)}::uuid[]) AND ${unchanged}
           RETURNING id`,
       )
@@ -320,8 +344,21 @@ export function createStore(sql: Sql) {
         UPDATE webhooks
         SET attempts = attempts + 1, last_error = ${error},
             status = ${retryInSeconds === undefined ? 'dead' : 'retrying'},
-            next_attempt_at = now() + make_interval(secs => ${retryInSeconds ?? 0})
+            next_attempt_at = now() + make_interval(secs => ${retryInSeconds ?? 0}), claimed_by = NULL
         WHERE id = ${id}`
+    },
+
+    /**
+     * Gives back, due at once, the webhooks claimed by owners that are gone (their lock went with their
+     * session): a killed worker's claims are published again within seconds, not when their lease ends.
+     */
+    async reclaimAbandoned(owner: number): Promise<number> {
+      const rows = await sql`
+        UPDATE webhooks SET next_attempt_at = now(), claimed_by = NULL
+        WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
+          AND status IN ('pending', 'retrying') AND next_attempt_at > now()
+        RETURNING id`
+      return rows.length
     },
 
     async get(id: string): Promise<StoredWebhook | undefined> {
@@ -354,7 +391,7 @@ export function createStore(sql: Sql) {
     async replay(filter: WebhookFilter & { readonly id?: string }): Promise<number> {
       const rows = await sql`
         UPDATE webhooks SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
-          routed_at = NULL
+          routed_at = NULL, claimed_by = NULL
         ${filter.id ? sql`WHERE id = ${filter.id}` : filterClause(filter)}
         RETURNING id`
       if (rows.length > 0) await sql`SELECT pg_notify('webhooks_received', '')`

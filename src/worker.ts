@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../providers/index.ts'
+import { reclaimStep } from './claims.ts'
 import { eventsFor, type CloudEvent } from './events.ts'
 import type { Logger } from './log.ts'
 import type { Metrics } from './metrics.ts'
@@ -13,6 +14,8 @@ export interface WorkerOptions {
   /** The safety-net poll, for notifications missed while disconnected and for retries coming due. */
   readonly pollMs: number
   readonly leaseSeconds: number
+  /** The number this process's claims carry (see ClaimOwner). */
+  readonly claimOwner: number
   /** Delay before each retry; a failure after the last one makes the webhook dead. */
   readonly retryDelaysSeconds: readonly number[]
   readonly log: Logger
@@ -73,7 +76,13 @@ export class Worker {
   constructor(
     private readonly store: Pick<
       Store,
-      'claimDue' | 'markPublished' | 'markFailed' | 'routeAndRelease' | 'listen' | 'hasDestinations'
+      | 'claimDue'
+      | 'reclaimAbandoned'
+      | 'markPublished'
+      | 'markFailed'
+      | 'routeAndRelease'
+      | 'listen'
+      | 'hasDestinations'
     >,
     private readonly publisher: Pick<Publisher, 'connected' | 'whenConnected' | 'publish'>,
     private readonly providers: Providers,
@@ -81,7 +90,19 @@ export class Worker {
   ) {}
 
   async start(): Promise<void> {
-    this.poll = setInterval(() => this.wake(), this.options.pollMs)
+    const { claimOwner, log } = this.options
+    const reclaim = reclaimStep(
+      () => this.store.reclaimAbandoned(claimOwner),
+      (count) => {
+        log.warn('worker: took back webhooks claimed by a gateway that is gone', { count })
+        this.wake()
+      },
+    )
+    reclaim()
+    this.poll = setInterval(() => {
+      reclaim()
+      this.wake()
+    }, this.options.pollMs)
     try {
       this.listener = await this.store.listen(() => this.wake())
     } catch (error) {
@@ -116,7 +137,7 @@ export class Worker {
   }
 
   private async drain(): Promise<void> {
-    const { log, concurrency, leaseSeconds } = this.options
+    const { log, concurrency, leaseSeconds, claimOwner } = this.options
     let loop = performance.eventLoopUtilization()
     while (!this.stopped) {
       const batchStarted = performance.eventLoopUtilization()
@@ -135,7 +156,7 @@ export class Worker {
       // While holding back, small batches: each one blocks the event loop for less time.
       const limit = this.holdingBack ? publishChunk : concurrency
       try {
-        claimed = await this.store.claimDue(limit, leaseSeconds)
+        claimed = await this.store.claimDue(claimOwner, limit, leaseSeconds)
       } catch (error) {
         log.warn('worker: cannot claim webhooks, postgres unavailable', { error })
         return
@@ -189,10 +210,10 @@ export class Worker {
    * nothing to do (no destinations, nothing unrouted, or Postgres unavailable).
    */
   private async routeWhileBrokerAway(): Promise<boolean> {
-    const { log, concurrency, leaseSeconds } = this.options
+    const { log, concurrency, leaseSeconds, claimOwner } = this.options
     try {
       if (!(await this.store.hasDestinations())) return false
-      const claimed = await this.store.claimDue(concurrency, leaseSeconds, { unroutedOnly: true })
+      const claimed = await this.store.claimDue(claimOwner, concurrency, leaseSeconds, { unroutedOnly: true })
       if (claimed.length === 0) return false
       const mapped: Handled[] = []
       for (const webhook of claimed) {

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { Webhook } from 'standardwebhooks'
 import type { Dispatcher } from 'undici'
+import { reclaimStep } from '../claims.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics.ts'
 import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome, RecordedOutcome } from './store.ts'
@@ -38,6 +39,8 @@ export interface SenderOptions {
   readonly pollMs: number
   /** A claim lasts the destination's timeout plus this, then another sender may take the delivery. */
   readonly leaseMarginSeconds: number
+  /** The number this process's claims carry (see ClaimOwner). */
+  readonly claimOwner: number
   readonly log: Logger
   readonly metrics: Metrics
   readonly userAgent: string
@@ -164,12 +167,27 @@ export class DeliverySender {
   private recording: Promise<void> | undefined
 
   constructor(
-    private readonly store: Pick<DestinationStore, 'claimDue' | 'recordAttempts' | 'listen'>,
+    private readonly store: Pick<
+      DestinationStore,
+      'claimDue' | 'reclaimAbandoned' | 'recordAttempts' | 'listen'
+    >,
     private readonly options: SenderOptions,
   ) {}
 
   async start(): Promise<void> {
-    this.poll = setInterval(() => this.wake(), this.options.pollMs)
+    const { claimOwner, log } = this.options
+    const reclaim = reclaimStep(
+      () => this.store.reclaimAbandoned(claimOwner),
+      (count) => {
+        log.warn('sender: took back deliveries claimed by a gateway that is gone', { count })
+        this.wake()
+      },
+    )
+    reclaim()
+    this.poll = setInterval(() => {
+      reclaim()
+      this.wake()
+    }, this.options.pollMs)
     try {
       this.listener = await this.store.listen(() => this.wake())
     } catch (error) {
@@ -215,13 +233,13 @@ export class DeliverySender {
    * none due now; it is claimed again on a notification, a retry asked for, or the poll.
    */
   private async claim(): Promise<void> {
-    const { concurrency, leaseMarginSeconds, log } = this.options
+    const { concurrency, leaseMarginSeconds, claimOwner, log } = this.options
     while (!this.stopped && this.total < concurrency) {
       let claimed: DueDelivery[]
       const limit = concurrency - this.total
       const busy = new Map(this.inFlight)
       try {
-        claimed = await this.store.claimDue(Object.fromEntries(busy), limit, leaseMarginSeconds)
+        claimed = await this.store.claimDue(claimOwner, Object.fromEntries(busy), limit, leaseMarginSeconds)
       } catch (error) {
         log.warn('sender: cannot claim deliveries, postgres unavailable', { error })
         return

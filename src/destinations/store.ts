@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
+import { liveOwners } from '../claims.ts'
 import { writerName, type Sql } from '../store.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
@@ -186,7 +187,8 @@ async function recordStates(
         last_error = s.error,
         status = s.status,
         delivered_at = CASE WHEN s.status = 'delivered' THEN now() END,
-        next_attempt_at = now() + make_interval(secs => s.retry_in_seconds)
+        next_attempt_at = now() + make_interval(secs => s.retry_in_seconds),
+        claimed_by = NULL
       FROM s WHERE d.id = s.id AND d.status = 'pending'
       RETURNING d.id, d.destination_id, d.status
     ),
@@ -320,11 +322,13 @@ export function createDestinationStore(sql: Sql) {
 
     /**
      * Claims due deliveries of enabled destinations, at most `maxInFlight` minus `busy[destination]` of each
-     * (what this process already has in flight there) and `limit` in all, oldest first. A claim is a lease:
-     * the next attempt is pushed past the destination's timeout plus `leaseMarginSeconds`, so a sender that
-     * dies mid-request leaves the delivery to be sent again, with the same webhook-id.
+     * (what this process already has in flight there) and `limit` in all, oldest first, for `owner` (see
+     * ClaimOwner). A claim is a lease: the next attempt is pushed past the destination's timeout plus
+     * `leaseMarginSeconds`. A sender that dies mid-request leaves the delivery to be sent again, with the same
+     * webhook-id: taken back by reclaimAbandoned within seconds, or claimed again when the lease ends.
      */
     async claimDue(
+      owner: number,
       busy: Readonly<Record<string, number>>,
       limit: number,
       leaseMarginSeconds: number,
@@ -332,7 +336,8 @@ export function createDestinationStore(sql: Sql) {
       if (limit <= 0) return []
       const rows = await sql`
         UPDATE deliveries AS d
-        SET next_attempt_at = now() + make_interval(secs => t.timeout_ms / 1000.0 + ${leaseMarginSeconds})
+        SET next_attempt_at = now() + make_interval(secs => t.timeout_ms / 1000.0 + ${leaseMarginSeconds}),
+          claimed_by = ${owner}
         FROM destinations AS t
         WHERE t.id = d.destination_id AND d.id IN (
           SELECT pick.id FROM destinations AS dest
@@ -366,6 +371,16 @@ export function createDestinationStore(sql: Sql) {
         retryScheduleSeconds: row.retry_schedule_seconds,
         secrets: row.secrets,
       }))
+    },
+
+    /** Gives back, due at once, the deliveries claimed by owners that are gone (see Store.reclaimAbandoned). */
+    async reclaimAbandoned(owner: number): Promise<number> {
+      const rows = await sql`
+        UPDATE deliveries SET next_attempt_at = now(), claimed_by = NULL
+        WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
+          AND status = 'pending' AND next_attempt_at > now()
+        RETURNING id`
+      return rows.length
     },
 
     /**
@@ -484,7 +499,8 @@ export function createDestinationStore(sql: Sql) {
      */
     async retry(filter: { readonly id: string } | { readonly destinationId: string }): Promise<number> {
       const rows = await sql`
-        UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL
+        UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL,
+          claimed_by = NULL
         WHERE ${'id' in filter ? sql`id = ${filter.id}` : sql`destination_id = ${filter.destinationId} AND status = 'failed'`}
         RETURNING id`
       if (rows.length > 0) await sql`SELECT pg_notify('deliveries_due', '')`

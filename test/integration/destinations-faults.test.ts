@@ -1,21 +1,19 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, type ServerResponse } from 'node:http'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stringify as toYaml } from 'yaml'
 import { loadConfig, type Env } from '../../src/config.ts'
 import type { CloudEvent } from '../../src/events.ts'
+import { startGatewayProcess } from '../support/gateway-process.ts'
 import { startReceiver, verifyStandardWebhook, type Receiver } from '../support/receiver.ts'
 import { deleteTopology, services, testEnv, useTestDatabase, waitFor } from '../support/services.ts'
 import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
-const root = fileURLToPath(new URL('../..', import.meta.url))
 const stripeSecret = 'whsec_destination_faults'
 const adminToken = 'destination-faults-admin-token'
 
@@ -109,49 +107,8 @@ async function receiver(...args: Parameters<typeof startReceiver>): Promise<Rece
   return started
 }
 
-/** A port nothing listens on right now, for a child process's PORT. */
-async function freePort(): Promise<number> {
-  const server = createNetServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
-
 /** `npm start`'s command as a child process, killed with SIGKILL after the test whatever happens. */
-async function startProcess(env: Record<string, string>) {
-  const port = await freePort()
-  let output = ''
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
-    env: { ...process.env, ...env, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdout!.on('data', (chunk) => (output += chunk))
-  child.stderr!.on('data', (chunk) => (output += chunk))
-  const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
-    child.on('exit', (code, signal) => resolve(signal ?? code)),
-  )
-  db.defer(async () => {
-    child.kill('SIGKILL')
-    await exited
-  })
-  const base = `http://127.0.0.1:${port}`
-  try {
-    await waitFor(
-      () =>
-        fetch(`${base}/health`).then(
-          () => true,
-          () => false,
-        ),
-      30_000,
-      100,
-    )
-  } catch (error) {
-    throw new Error(`the gateway process did not start: ${output}`, { cause: error })
-  }
-  return { child, exited, base, output: () => output }
-}
+const startProcess = (env: Record<string, string>) => startGatewayProcess(env, db.defer)
 
 /**
  * An endpoint that never answers, counting the requests it holds open at once: a request stops counting
@@ -183,63 +140,69 @@ async function deadEndpoint() {
 
 describe('destinations under faults', () => {
   // Two child processes start here, each compiling the gateway with tsx: seconds apiece on a busy machine.
-  it('delivers after a SIGKILL mid-delivery, with the same webhook-id', { timeout: 90_000 }, async () => {
-    const env = {
-      ...(testEnv(db.url, { ...destinationEnv, DELIVERY_LEASE_MARGIN_SECONDS: '1' }) as Record<
-        string,
-        string
-      >),
-      LOG_LEVEL: 'info',
-    }
-    db.defer(() => deleteTopology(loadConfig(env).exchange))
-
-    let first: Awaited<ReturnType<typeof startProcess>> | undefined
-    const endpoint = await receiver((_request, index) => {
-      // Killed the moment the first request is in, long before its 1 s timeout could be recorded.
-      if (index === 0) {
-        first!.child.kill('SIGKILL')
-        return { hang: true }
+  it(
+    'delivers after a SIGKILL mid-delivery, with the same webhook-id, long before the lease ends',
+    { timeout: 90_000 },
+    async () => {
+      // A lease of 1 s timeout + 60 s: only the killed process's lock going with its session sends it sooner.
+      const env = {
+        ...(testEnv(db.url, { ...destinationEnv, DELIVERY_LEASE_MARGIN_SECONDS: '60' }) as Record<
+          string,
+          string
+        >),
+        LOG_LEVEL: 'info',
       }
-      return { status: 200 }
-    })
-    first = await startProcess(env)
-    const destination = await createDestination(first.base, {
-      url: endpoint.url,
-      events: ['payment.*'],
-      timeout_ms: 1000,
-    })
-    const event = paymentIntentSucceeded()
-    const webhookId = await postPayment(first.base, event)
+      db.defer(() => deleteTopology(loadConfig(env).exchange))
 
-    await endpoint.waitForRequests(1, 20_000)
-    expect(await first.exited).toBe('SIGKILL')
+      let first: Awaited<ReturnType<typeof startProcess>> | undefined
+      const endpoint = await receiver((_request, index) => {
+        // Killed the moment the first request is in, long before its 1 s timeout could be recorded.
+        if (index === 0) {
+          first!.child.kill('SIGKILL')
+          return { hang: true }
+        }
+        return { status: 200 }
+      })
+      first = await startProcess(env)
+      const destination = await createDestination(first.base, {
+        url: endpoint.url,
+        events: ['payment.*'],
+        timeout_ms: 1000,
+      })
+      const event = paymentIntentSucceeded()
+      const webhookId = await postPayment(first.base, event)
 
-    const second = await startProcess(env)
-    const [interrupted, resent] = await endpoint.waitForRequests(2, 20_000)
-    expect(resent!.headers['webhook-id']).toBe(interrupted!.headers['webhook-id'])
-    const sentFirst = verifiedEvent(interrupted!, destination.secret)
-    const sentAgain = verifiedEvent(resent!, destination.secret)
-    expect(sentAgain).toEqual(sentFirst)
-    expect(sentAgain.id).toBe(interrupted!.headers['webhook-id'])
-    expect(sentAgain).toMatchObject({ type: 'payment.completed', webhookid: webhookId })
-    expect(sentAgain.data).toMatchObject({ payment_id: event.data.object.id })
+      await endpoint.waitForRequests(1, 20_000)
+      expect(await first.exited).toBe('SIGKILL')
 
-    const [delivery] = await waitFor(async () => {
-      const { deliveries } = await admin<{ deliveries: DeliveryView[] }>(
-        second.base,
-        'GET',
-        `/deliveries?webhook_id=${webhookId}`,
-      )
-      return deliveries.length === 1 && deliveries[0]!.status === 'delivered' ? deliveries : undefined
-    }, 20_000)
-    expect(delivery).toMatchObject({ event_id: sentAgain.id, destination_id: destination.id })
-    // The answered attempt is on record. The killed process recorded nothing, unless this test was starved
-    // past the 1 s timeout before killing it: then its timeout is on record too, and nothing else.
-    const statuses = delivery!.attempts.map((attempt) => attempt.status_code)
-    expect(statuses.at(-1)).toBe(200)
-    expect(statuses.slice(0, -1).every((status) => status === null)).toBe(true)
-    expect(endpoint.requests).toHaveLength(2)
-  })
+      const second = await startProcess(env)
+      const [interrupted, resent] = await endpoint.waitForRequests(2, 20_000)
+      expect(resent!.at - interrupted!.at).toBeLessThan(40_000)
+      expect(resent!.headers['webhook-id']).toBe(interrupted!.headers['webhook-id'])
+      const sentFirst = verifiedEvent(interrupted!, destination.secret)
+      const sentAgain = verifiedEvent(resent!, destination.secret)
+      expect(sentAgain).toEqual(sentFirst)
+      expect(sentAgain.id).toBe(interrupted!.headers['webhook-id'])
+      expect(sentAgain).toMatchObject({ type: 'payment.completed', webhookid: webhookId })
+      expect(sentAgain.data).toMatchObject({ payment_id: event.data.object.id })
+
+      const [delivery] = await waitFor(async () => {
+        const { deliveries } = await admin<{ deliveries: DeliveryView[] }>(
+          second.base,
+          'GET',
+          `/deliveries?webhook_id=${webhookId}`,
+        )
+        return deliveries.length === 1 && deliveries[0]!.status === 'delivered' ? deliveries : undefined
+      }, 20_000)
+      expect(delivery).toMatchObject({ event_id: sentAgain.id, destination_id: destination.id })
+      // The answered attempt is on record. The killed process recorded nothing, unless this test was starved
+      // past the 1 s timeout before killing it: then its timeout is on record too, and nothing else.
+      const statuses = delivery!.attempts.map((attempt) => attempt.status_code)
+      expect(statuses.at(-1)).toBe(200)
+      expect(statuses.slice(0, -1).every((status) => status === null)).toBe(true)
+      expect(endpoint.requests).toHaveLength(2)
+    },
+  )
 
   it('keeps delivering to destinations while RabbitMQ is unreachable', async () => {
     const away = await db.startGateway({ ...destinationEnv, AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' })

@@ -1,18 +1,22 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { GetMessage } from 'amqplib'
 import { describe, expect, it } from 'vitest'
+import { loadConfig } from '../../src/config.ts'
 import { eventId } from '../../src/events.ts'
+import { startGatewayProcess } from '../support/gateway-process.ts'
 import { hostAndPort, startProxy } from '../support/proxy.ts'
 import {
+  deleteTopology,
   postStripe,
   services,
+  testEnv,
   useTestDatabase,
   waitFor,
   withChannel,
   type StripeAnswer,
   type TestGateway,
 } from '../support/services.ts'
-import { paymentIntentSucceeded } from '../support/signed.ts'
+import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
 const secret = 'whsec_faults_broker'
 
@@ -236,4 +240,57 @@ describe('RabbitMQ outages', () => {
       await stopping
     }
   })
+})
+
+describe('a worker killed mid-publish', () => {
+  // Its publish waits on a stalled broker when it is killed; its claim has a 60 s lease.
+  it(
+    'has its claimed webhook published by another gateway within seconds, under the same event ids',
+    { timeout: 90_000 },
+    async () => {
+      const proxy = await startProxy(...hostAndPort(services.amqp, 5672))
+      database.defer(() => proxy.close())
+      const env = testEnv(database.url, {
+        STRIPE_WEBHOOK_SECRET: secret,
+        AMQP_URL: proxy.url(services.amqp),
+        WORKER_LEASE_SECONDS: '60',
+        LOG_LEVEL: 'info',
+      }) as Record<string, string>
+      database.defer(() => deleteTopology(env.AMQP_EXCHANGE!))
+      const killed = await startGatewayProcess(env, database.defer)
+      const direct = { ...loadConfig(env), amqpUrl: services.amqp }
+      await waitFor(() => exchangeExists(direct.exchange), 20_000, 100)
+      const capture = await database.captureEvents(direct)
+      proxy.stall()
+
+      const event = paymentSucceeded(1)
+      const delivery = stripeDelivery(event, { secret })
+      const answer = await fetch(`${killed.base}/webhooks/stripe`, {
+        method: 'POST',
+        body: delivery.body,
+        headers: delivery.headers,
+      })
+      expect(answer.status).toBe(200)
+      const { id } = (await answer.json()) as { id: string }
+      await waitFor(async () => {
+        const [row] = await database.sql`SELECT claimed_by FROM webhooks WHERE id = ${id}`
+        return row?.claimed_by !== null && row?.claimed_by !== undefined
+      }, 10_000)
+      killed.child.kill('SIGKILL')
+      expect(await killed.exited).toBe('SIGKILL')
+
+      const killedAt = Date.now()
+      await database.startGateway({ ...env, PORT: '0', AMQP_URL: services.amqp, LOG_LEVEL: 'silent' })
+      await capture.waitFor(
+        (messages) => expectedIds(event).every((eventId) => messages.some((m) => m.event.id === eventId)),
+        20_000,
+      )
+      expect(Date.now() - killedAt).toBeLessThan(20_000)
+      const row = await waitFor(async () => {
+        const [found] = await database.sql`SELECT status, claimed_by FROM webhooks WHERE id = ${id}`
+        return found?.status === 'published' ? found : undefined
+      })
+      expect(row.claimed_by).toBeNull()
+    },
+  )
 })

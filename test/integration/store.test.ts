@@ -1,8 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ClaimOwner } from '../../src/claims.ts'
+import { silentLogger } from '../../src/log.ts'
 import { migrate } from '../../src/migrate.ts'
 import { connectDatabase, createStore, type NewWebhook, type Sql } from '../../src/store.ts'
-import { createTestDatabase } from '../support/services.ts'
+import { createTestDatabase, waitFor } from '../support/services.ts'
 
 let database: Awaited<ReturnType<typeof createTestDatabase>>
 let sql: Sql
@@ -132,12 +134,83 @@ describe('store: claims', () => {
     const large = Array.from({ length: 5 }, () => webhook(Buffer.alloc(300_000, 'a')))
     for (const stored of large) await store.insertWebhooks([stored])
     // 300 KB bodies under a 1 MB budget: the fourth starts past it.
-    const first = await store.claimDue(64, 60, { maxBytes: 1_000_000 })
+    const first = await store.claimDue(1, 64, 60, { maxBytes: 1_000_000 })
     const ids = (webhooks: readonly { id: string }[]) => webhooks.map((webhook) => webhook.id).sort()
     expect(ids(first)).toEqual(ids(large.slice(0, 4)))
     // A body larger than the whole budget still goes, alone.
-    const rest = await store.claimDue(64, 60, { maxBytes: 1000 })
+    const rest = await store.claimDue(1, 64, 60, { maxBytes: 1000 })
     expect(ids(rest)).toEqual([large[4]!.id])
-    expect(await store.claimDue(64, 60, { maxBytes: 1000 })).toEqual([])
+    expect(await store.claimDue(1, 64, 60, { maxBytes: 1000 })).toEqual([])
+  })
+})
+
+describe('store: claims of a gateway that is gone', () => {
+  const pending = async () => {
+    await sql`UPDATE webhooks SET status = 'published', claimed_by = NULL`
+    const stored = [webhook(Buffer.from('{}')), webhook(Buffer.from('{}'))]
+    await store.insertWebhooks(stored)
+    return stored
+  }
+  const due = async () =>
+    (await sql`SELECT id FROM webhooks WHERE status = 'pending' AND next_attempt_at <= now()`).length
+
+  it('takes back the claims of an owner whose session ended, and only those', async () => {
+    await pending()
+    const alive = await ClaimOwner.start(database.url, silentLogger)
+    const dying = await ClaimOwner.start(database.url, silentLogger)
+    try {
+      expect(alive.id).not.toBe(dying.id)
+      expect(await store.claimDue(dying.id, 64, 60)).toHaveLength(2)
+      expect(await due()).toBe(0)
+      // While its owner holds its lock, a claim is left alone; an owner never takes back its own.
+      expect(await store.reclaimAbandoned(alive.id)).toBe(0)
+      await dying.stop()
+      expect(await store.reclaimAbandoned(dying.id)).toBe(0)
+      expect(await store.reclaimAbandoned(alive.id)).toBe(2)
+      expect(await due()).toBe(2)
+      const [row] = await sql`SELECT count(*)::int AS count FROM webhooks WHERE claimed_by IS NOT NULL`
+      expect(row!.count).toBe(0)
+    } finally {
+      await alive.stop()
+      await dying.stop().catch(() => {})
+    }
+  })
+
+  it('takes its lock again after its session was terminated, so its claims stay its own', async () => {
+    await pending()
+    const other = await ClaimOwner.start(database.url, silentLogger)
+    const owner = await ClaimOwner.start(database.url, silentLogger, 100)
+    try {
+      expect(await store.claimDue(owner.id, 64, 60)).toHaveLength(2)
+      await sql`
+        SELECT pg_terminate_backend(pid) FROM pg_locks
+        WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid`
+      // The heartbeat (every 100 ms here) reconnects and holds the number again.
+      await waitFor(async () => {
+        const [row] = await sql`
+          SELECT count(*)::int AS count FROM pg_locks
+          WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid AND granted`
+        return row!.count === 1
+      }, 5000)
+      expect(await store.reclaimAbandoned(other.id)).toBe(0)
+      expect(await due()).toBe(0)
+    } finally {
+      await owner.stop()
+      await other.stop()
+    }
+  })
+
+  it('marks a published webhook as claimed by nobody', async () => {
+    const [first] = await pending()
+    const owner = await ClaimOwner.start(database.url, silentLogger)
+    try {
+      await store.claimDue(owner.id, 64, 60)
+      await store.markPublished([{ id: first!.id, events: [], routed: true }])
+      await store.markFailed((await pending())[0]!.id, 'no', 5)
+      const rows = await sql`SELECT id FROM webhooks WHERE claimed_by IS NOT NULL`
+      expect(rows.map((row) => row.id)).not.toContain(first!.id)
+    } finally {
+      await owner.stop()
+    }
   })
 })
