@@ -1,4 +1,5 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
+import { withDeadline } from './deadline.ts'
 import { serializeEvent, type CloudEvent } from './events.ts'
 import type { Logger } from './log.ts'
 
@@ -29,13 +30,16 @@ export class Publisher {
   private channel: ConfirmChannel | undefined
   private connecting = false
   private stopped = false
+  /** Why the broker blocked this connection, while it does. */
+  private blockedBecause: string | undefined
   /** One promise per disconnected spell, shared by every caller of whenConnected (no list that grows). */
   private connectedSignal: { promise: Promise<void>; resolve: () => void } | undefined
 
   constructor(private readonly options: PublisherOptions) {}
 
+  /** Connected, and not blocked by the broker (a memory or disk alarm stops it reading what we publish). */
   get connected(): boolean {
-    return this.channel !== undefined
+    return this.channel !== undefined && this.blockedBecause === undefined
   }
 
   /** Starts connecting in the background; resolves at the first connection (or when stopped). */
@@ -45,7 +49,7 @@ export class Publisher {
   }
 
   whenConnected(): Promise<void> {
-    if (this.channel || this.stopped) return Promise.resolve()
+    if (this.connected || this.stopped) return Promise.resolve()
     if (!this.connectedSignal) {
       let resolve!: () => void
       const promise = new Promise<void>((done) => (resolve = done))
@@ -70,6 +74,8 @@ export class Publisher {
   async publish(events: readonly CloudEvent[]): Promise<void> {
     const channel = this.channel
     if (!channel) throw new BrokerUnavailable('rabbitmq: not connected')
+    // What is published on a blocked connection waits in our socket buffer: better to keep it in Postgres.
+    if (this.blockedBecause) throw new BrokerUnavailable(`rabbitmq: blocked (${this.blockedBecause})`)
     const confirmTimeoutMs = this.options.confirmTimeoutMs ?? 10_000
     await Promise.all(
       events.map(
@@ -120,16 +126,7 @@ export class Publisher {
     const connection = this.connection
     this.connection = undefined
     this.channel = undefined
-    if (!connection) return
-    const closed = await Promise.race([
-      connection.close().then(
-        () => true,
-        () => true,
-      ),
-      sleep(graceMs).then(() => false),
-    ])
-    // amqplib waits for the broker's Close-Ok without a limit; a stalled broker would hold shutdown.
-    if (!closed) (connection.connection as { stream?: { destroy(): void } }).stream?.destroy()
+    if (connection) await closeWithin(connection, graceMs)
   }
 
   private drop(channel: ConfirmChannel): void {
@@ -164,9 +161,20 @@ export class Publisher {
   }
 
   private async connectOnce(): Promise<void> {
-    const { exchange, log } = this.options
+    const { log } = this.options
     const connection = await amqp.connect(this.options.url, { timeout: 5000 })
     connection.on('error', (error: Error) => log.warn('rabbitmq: connection error', { error }))
+    connection.on('blocked', (reason: string) => {
+      if (this.connection !== connection) return
+      log.warn('rabbitmq: the broker blocked publishing', { reason })
+      this.blockedBecause = String(reason)
+    })
+    connection.on('unblocked', () => {
+      if (this.connection !== connection) return
+      log.info('rabbitmq: the broker unblocked publishing')
+      this.blockedBecause = undefined
+      this.signalConnected()
+    })
     connection.on('close', () => {
       if (this.connection !== connection) return
       this.connection = undefined
@@ -177,23 +185,47 @@ export class Publisher {
       }
     })
     try {
-      const channel = await connection.createConfirmChannel()
-      channel.on('error', (error: Error) => log.warn('rabbitmq: channel error', { error }))
-      channel.on('close', () => this.drop(channel))
-      const unrouted = `${exchange}.unrouted`
-      await channel.assertExchange(unrouted, 'fanout', { durable: true })
-      await channel.assertQueue(unrouted, {
-        durable: true,
-        arguments: { 'x-max-length': this.options.unroutedMaxLength, 'x-overflow': 'drop-head' },
-      })
-      await channel.bindQueue(unrouted, unrouted, '')
-      await channel.assertExchange(exchange, 'topic', { durable: true, alternateExchange: unrouted })
+      // A broker that accepts the connection and then stops answering must not hold the reconnect loop.
+      const channel = await withDeadline(this.declare(connection), 10_000, 'rabbitmq: declaring the topology')
       if (this.stopped) throw new Error('stopped')
       this.connection = connection
       this.channel = channel
+      this.blockedBecause = undefined
     } catch (error) {
-      await connection.close().catch(() => {})
+      await closeWithin(connection, 1000)
       throw error
     }
   }
+
+  /** A confirm channel on `connection`, with the exchange, its alternate exchange and the unrouted queue. */
+  private async declare(connection: ChannelModel): Promise<ConfirmChannel> {
+    const { exchange, log } = this.options
+    const channel = await connection.createConfirmChannel()
+    channel.on('error', (error: Error) => log.warn('rabbitmq: channel error', { error }))
+    channel.on('close', () => this.drop(channel))
+    const unrouted = `${exchange}.unrouted`
+    await channel.assertExchange(unrouted, 'fanout', { durable: true })
+    await channel.assertQueue(unrouted, {
+      durable: true,
+      arguments: { 'x-max-length': this.options.unroutedMaxLength, 'x-overflow': 'drop-head' },
+    })
+    await channel.bindQueue(unrouted, unrouted, '')
+    await channel.assertExchange(exchange, 'topic', { durable: true, alternateExchange: unrouted })
+    return channel
+  }
+}
+
+/**
+ * Closes a connection, cutting its socket when the broker does not answer the close within `graceMs`:
+ * amqplib waits for the broker's Close-Ok without a limit, and a stalled broker would hold us forever.
+ */
+async function closeWithin(connection: ChannelModel, graceMs: number): Promise<void> {
+  const closed = await Promise.race([
+    connection.close().then(
+      () => true,
+      () => true,
+    ),
+    sleep(graceMs).then(() => false),
+  ])
+  if (!closed) (connection.connection as { stream?: { destroy(): void } }).stream?.destroy()
 }
