@@ -93,21 +93,36 @@ export class ClaimOwner {
 }
 
 /**
- * A poll step that takes back abandoned claims: runs `reclaim` unless its last run is still going, and calls
- * `taken` when it took any back. A failure is left to the claim that follows, which reports Postgres away.
+ * The safety-net poll of a loop that claims rows (the worker's, the sender's): every `pollMs`, and once now,
+ * it takes back the claims of owners that are gone (`reclaim`, never two at once) and wakes the loop; again
+ * when it took any back. A failure is left to the claim that follows, which reports Postgres away.
  */
-export function reclaimStep(reclaim: () => Promise<number>, taken: (count: number) => void): () => void {
-  let running = false
-  return () => {
-    if (running) return
-    running = true
-    reclaim()
+export function startPoll(options: {
+  readonly pollMs: number
+  readonly reclaim: () => Promise<number>
+  readonly wake: () => void
+  /** Told how many claims came back. */
+  readonly reclaimed: (count: number) => void
+}): NodeJS.Timeout {
+  let reclaiming = false
+  const reclaim = () => {
+    if (reclaiming) return
+    reclaiming = true
+    options
+      .reclaim()
       .then(
         (count) => {
-          if (count > 0) taken(count)
+          if (count === 0) return
+          options.reclaimed(count)
+          options.wake()
         },
         () => {},
       )
-      .finally(() => (running = false))
+      .finally(() => (reclaiming = false))
   }
+  reclaim()
+  return setInterval(() => {
+    reclaim()
+    options.wake()
+  }, options.pollMs)
 }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../providers/index.ts'
-import { reclaimStep } from './claims.ts'
+import { startPoll } from './claims.ts'
 import { eventsFor, type CloudEvent } from './events.ts'
 import type { Logger } from './log.ts'
 import type { Metrics } from './metrics.ts'
@@ -90,19 +90,14 @@ export class Worker {
   ) {}
 
   async start(): Promise<void> {
-    const { claimOwner, log } = this.options
-    const reclaim = reclaimStep(
-      () => this.store.reclaimAbandoned(claimOwner),
-      (count) => {
-        log.warn('worker: took back webhooks claimed by a gateway that is gone', { count })
-        this.wake()
-      },
-    )
-    reclaim()
-    this.poll = setInterval(() => {
-      reclaim()
-      this.wake()
-    }, this.options.pollMs)
+    const { claimOwner, log, pollMs } = this.options
+    this.poll = startPoll({
+      pollMs,
+      reclaim: () => this.store.reclaimAbandoned(claimOwner),
+      wake: () => this.wake(),
+      reclaimed: (count) =>
+        log.warn('worker: took back webhooks claimed by a gateway that is gone', { count }),
+    })
     try {
       this.listener = await this.store.listen(() => this.wake())
     } catch (error) {

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { Webhook } from 'standardwebhooks'
 import type { Dispatcher } from 'undici'
-import { reclaimStep } from '../claims.ts'
+import { startPoll } from '../claims.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics.ts'
 import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome, RecordedOutcome } from './store.ts'
@@ -175,19 +175,14 @@ export class DeliverySender {
   ) {}
 
   async start(): Promise<void> {
-    const { claimOwner, log } = this.options
-    const reclaim = reclaimStep(
-      () => this.store.reclaimAbandoned(claimOwner),
-      (count) => {
-        log.warn('sender: took back deliveries claimed by a gateway that is gone', { count })
-        this.wake()
-      },
-    )
-    reclaim()
-    this.poll = setInterval(() => {
-      reclaim()
-      this.wake()
-    }, this.options.pollMs)
+    const { claimOwner, log, pollMs } = this.options
+    this.poll = startPoll({
+      pollMs,
+      reclaim: () => this.store.reclaimAbandoned(claimOwner),
+      wake: () => this.wake(),
+      reclaimed: (count) =>
+        log.warn('sender: took back deliveries claimed by a gateway that is gone', { count }),
+    })
     try {
       this.listener = await this.store.listen(() => this.wake())
     } catch (error) {
