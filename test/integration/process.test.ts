@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config.ts'
+import { freePort } from '../support/gateway-process.ts'
 import { captureEvents, deleteTopology, testEnv, useTestDatabase, waitFor } from '../support/services.ts'
 import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
@@ -29,7 +30,7 @@ function startProcess(env: Record<string, string>): {
 
 describe('the gateway process', () => {
   it('starts, accepts and publishes a signed delivery, and exits 0 soon after SIGTERM', async () => {
-    const port = String(20000 + Math.floor(Math.random() * 20000))
+    const port = String(await freePort())
     const env = {
       ...(testEnv(db.url, { STRIPE_WEBHOOK_SECRET: secret, LOG_LEVEL: 'info' }) as Record<string, string>),
       PORT: port,

@@ -1,0 +1,81 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connectDatabase, type Sql } from '../../src/store.ts'
+import { createTestDatabase } from '../support/services.ts'
+
+// postgres.js 3.4.9 wrote to a connection after Postgres had closed it (a restart, a failover, a terminated
+// session): the process died of an uncaught TypeError, or the connection never worked again. These pin the
+// patch in patches/ (applied by npm ci) with the driver as the gateway sets it up.
+let database: Awaited<ReturnType<typeof createTestDatabase>>
+let admin: Sql
+
+beforeAll(async () => {
+  database = await createTestDatabase()
+  admin = connectDatabase(database.url, 1)
+})
+afterAll(async () => {
+  await admin?.end({ timeout: 1 })
+  await database?.drop()
+})
+
+/** Terminates the sessions of `sql`'s pool, as a restart or `pg_terminate_backend` would. */
+async function terminate(sql: Sql): Promise<void> {
+  const name = String(sql.options.connection.application_name)
+  await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${name}`
+  await sleep(100)
+}
+
+const within = <T>(work: Promise<T>, ms = 5000) =>
+  Promise.race([work, sleep(ms).then(() => Promise.reject(new Error(`no answer within ${ms} ms`)))])
+
+describe('postgres.js after Postgres closed a connection', () => {
+  it('rejects the queries of a reserved connection whose session ended, and the pool works again after release', async () => {
+    const sql = connectDatabase(database.url, 1)
+    try {
+      const reserved = await sql.reserve()
+      await reserved`SELECT 1`
+      await terminate(sql)
+      await expect(within(reserved`SELECT 1`)).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' })
+      await expect(within(reserved`SELECT 2`)).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' })
+      reserved.release()
+      const [row] = await within(sql`SELECT 3 AS n`)
+      expect(row!.n).toBe(3)
+    } finally {
+      await sql.end({ timeout: 1 })
+    }
+  })
+
+  it('rejects a transaction whose session ended mid-way, and the pool works again', async () => {
+    const sql = connectDatabase(database.url, 1)
+    try {
+      const interrupted = sql.begin(async (tx) => {
+        await tx`SELECT 1`
+        await terminate(sql)
+        await tx`SELECT 2`
+      })
+      await expect(within(interrupted)).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' })
+      const [row] = await within(sql`SELECT 3 AS n`)
+      expect(row!.n).toBe(3)
+    } finally {
+      await sql.end({ timeout: 1 })
+    }
+  })
+
+  it('works again after many sessions ended while small writes were queued', async () => {
+    const sql = connectDatabase(database.url, 2)
+    try {
+      for (let round = 0; round < 5; round++) {
+        const queries = Array.from({ length: 20 }, (_, n) =>
+          sql`SELECT ${n}::int AS n, pg_sleep(0.01)`.catch(() => {}),
+        )
+        await sleep(5)
+        await terminate(sql)
+        await Promise.all(queries)
+      }
+      const [row] = await within(sql`SELECT 42 AS n`)
+      expect(row!.n).toBe(42)
+    } finally {
+      await sql.end({ timeout: 1 })
+    }
+  })
+})
