@@ -1,3 +1,4 @@
+import postgres from 'postgres'
 import type { NewWebhook, Sql } from './store.ts'
 
 /**
@@ -89,38 +90,36 @@ export function copyChunks(webhooks: readonly NewWebhook[]): Buffer[] {
 }
 
 /**
- * Inserts the group in one transaction with COPY. False when the transaction did not commit, as when a
- * row's (provider, event key) is already stored (COPY has no ON CONFLICT): the caller then inserts the
- * group the slow way, which sorts new rows from duplicates. Throws when Postgres cannot be reached.
+ * Inserts the group in one transaction with COPY. False when Postgres refused it, as when a row's (provider,
+ * event key) is already stored (COPY has no ON CONFLICT): the caller then inserts the group the slow way,
+ * which sorts new rows from duplicates. Throws when Postgres cannot be reached.
  *
- * Whether it committed is read from COMMIT's own answer: postgres.js resolves a COPY's stream before the
- * server has read the data, and a COPY that fails after its last byte was sent reports nothing else.
+ * postgres.js resolves a COPY's stream before the server has read the data, and a COPY that fails after its
+ * last byte was sent reports nothing on it: the query after it fails instead (the transaction is aborted),
+ * and the transaction is rolled back, never committed. A transaction rather than a reserved connection:
+ * postgres.js 3.4 mishandles a reserved connection whose session ended (a Postgres restart) and stops
+ * answering for good, where a transaction is rejected and its connection reconnects.
  */
 export async function copyWebhooks(sql: Sql, webhooks: readonly NewWebhook[]): Promise<boolean> {
-  const connection = await sql.reserve()
   try {
-    // Queries in postgres.js are lazy: execute() sends BEGIN now, ahead of the COPY on this connection.
-    const begun = connection.unsafe('BEGIN').execute()
-    // Awaited below; a connection lost before then must not surface as an unhandled rejection.
-    begun.catch(() => {})
-    const stream = await connection.unsafe(`COPY webhooks (${columns}) FROM STDIN (FORMAT binary)`).writable()
-    // A failed COPY destroys the stream; the transaction is then aborted and COMMIT answers ROLLBACK.
-    stream.on('error', () => {})
-    const chunks = copyChunks(webhooks)
-    const last = chunks.pop()!
-    for (const chunk of chunks) stream.write(chunk)
-    // postgres.js takes no other query until the stream has ended (its CopyDone is sent synchronously
-    // after the last write's callback, before this promise's continuation runs), or was destroyed.
-    const written = new Promise<void>((resolve) => stream.write(last, () => resolve()))
-    stream.end()
-    await written
-    await begun
-    const committed = await connection.unsafe('COMMIT')
-    return committed.command === 'COMMIT'
+    await sql.begin(async (tx) => {
+      const stream = await tx.unsafe(`COPY webhooks (${columns}) FROM STDIN (FORMAT binary)`).writable()
+      // A failed COPY destroys the stream; the query below then reports why.
+      stream.on('error', () => {})
+      const chunks = copyChunks(webhooks)
+      const last = chunks.pop()!
+      for (const chunk of chunks) stream.write(chunk)
+      // postgres.js takes no other query until the stream has ended (its CopyDone is sent synchronously
+      // after the last write's callback, before this promise's continuation runs), or was destroyed.
+      const written = new Promise<void>((resolve) => stream.write(last, () => resolve()))
+      stream.end()
+      await written
+      await tx`SELECT 1`
+    })
+    return true
   } catch (error) {
-    await connection.unsafe('ROLLBACK').catch(() => {})
+    // Postgres answered with an error (a duplicate key, a value it refused): the group goes the slow way.
+    if (error instanceof postgres.PostgresError) return false
     throw error
-  } finally {
-    connection.release()
   }
 }
