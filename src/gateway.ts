@@ -264,6 +264,9 @@ export async function startGateway(
             headersTimeout: headersTimeoutMs,
             requestTimeout: Math.max(requestTimeoutMs, headersTimeoutMs),
             connectionsCheckingInterval: Math.min(500, headersTimeoutMs),
+            // Longer than the idle timeout of the load balancers in front (60 s on most): a keep-alive
+            // connection is closed by the client side first, never as it sends the next request (a reset).
+            keepAliveTimeout: 65_000,
           },
         },
         () => resolve(started as Server),
