@@ -1,7 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import postgres from 'postgres'
 import type { CloudEvent } from './events.ts'
 import { liveOwners } from './claims.ts'
@@ -18,30 +16,23 @@ interface SocketOptions {
   readonly host: readonly string[]
   readonly port: readonly number[]
   readonly path: string | false
-  readonly connect_timeout: number
 }
 
 /**
- * A connected socket with Nagle's algorithm off. postgres.js leaves it on, and a COPY's closing message,
- * a few bytes sent right after the data, then waits for the server's delayed ACK: 40 ms per group.
- * Connects to the first host of the URL (or its Unix socket); postgres.js does TLS on top when asked.
+ * A socket with Nagle's algorithm off. postgres.js leaves it on, and a COPY's closing message, a few bytes
+ * sent right after the data, then waits for the server's delayed ACK: 40 ms per group. Connects to the
+ * first host of the URL (or its Unix socket); postgres.js does TLS on top when asked.
+ *
+ * Handed over while still connecting: postgres.js writes the startup message once it has the socket (Node
+ * holds it until connected), bounds the connection with its connect_timeout, and on a refused connection
+ * goes through its own close and reconnect. A factory that waited and threw instead would leave that
+ * connection out of the pool for good (postgres.js 3.4.9): after a Postgres restart the pool stopped answering.
  */
-async function connectSocket(options: SocketOptions): Promise<Socket> {
+function connectSocket(options: SocketOptions): Socket {
   const socket = options.path
     ? netConnect(options.path)
     : netConnect({ host: options.host[0] ?? 'localhost', port: options.port[0] ?? 5432 })
   socket.setNoDelay(true)
-  try {
-    await Promise.race([
-      once(socket, 'connect'),
-      sleep(options.connect_timeout * 1000, undefined, { ref: false }).then(() => {
-        throw new Error(`postgres: no connection within ${options.connect_timeout} s`)
-      }),
-    ])
-  } catch (error) {
-    socket.destroy()
-    throw error
-  }
   return socket
 }
 

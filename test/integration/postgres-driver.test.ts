@@ -1,6 +1,8 @@
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectDatabase, type Sql } from '../../src/store.ts'
+import { freePort } from '../support/gateway-process.ts'
 import { createTestDatabase } from '../support/services.ts'
 
 // postgres.js 3.4.9 wrote to a connection after Postgres had closed it (a restart, a failover, a terminated
@@ -77,6 +79,37 @@ describe('postgres.js after Postgres closed a connection', () => {
       expect(row!.n).toBe(42)
     } finally {
       await sql.end({ timeout: 1 })
+    }
+  })
+
+  it("reconnects once Postgres is back after refusing connections (a restart), with the gateway's socket", async () => {
+    const port = await freePort()
+    const url = new URL(database.url)
+    url.host = `127.0.0.1:${port}`
+    const sql = connectDatabase(url.toString(), 2)
+    let server: Server | undefined
+    const sockets = new Set<Socket>()
+    try {
+      // Nothing listens: every query is refused, and none waits forever.
+      for (let n = 0; n < 4; n++)
+        await expect(within(sql`SELECT ${n}::int AS n`, 10_000)).rejects.toMatchObject({
+          code: 'ECONNREFUSED',
+        })
+      // Postgres is back on that port.
+      server = createServer((client) => {
+        const upstream = connect(5432, '127.0.0.1')
+        sockets.add(client).add(upstream)
+        client.pipe(upstream).pipe(client)
+        client.on('error', () => upstream.destroy())
+        upstream.on('error', () => client.destroy())
+      })
+      await new Promise<void>((resolve) => server!.listen(port, '127.0.0.1', resolve))
+      const [row] = await within(sql`SELECT 7 AS n`, 20_000)
+      expect(row!.n).toBe(7)
+    } finally {
+      await sql.end({ timeout: 1 })
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server?.close(resolve) ?? resolve(undefined))
     }
   })
 })
