@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util'
 
 /** The command line of `npm run chaos`. */
 export interface Options {
-  /** The short form: six faults, about four minutes. */
+  /** The short form: six faults, about two and a half minutes. */
   readonly short: boolean
   /** New deliveries a second, sent on a fixed schedule whatever the answers. */
   readonly rate: number
@@ -13,7 +13,7 @@ export interface Options {
 export const usage = `npm run chaos -- [options]
 
   --short      six faults (kill -9, Postgres stop, Redis restart, RabbitMQ stop_app, destination 500s,
-               restore from a dump), about 4 minutes in all; the full run has every fault, about 12
+               restore from a dump), about 2.5 minutes in all; the full run has every fault, about 6
   --rate N     new deliveries a second, on a fixed schedule (default 150)
   --seed S     seed of the run's random choices (default: from the clock; the report prints it)
   -h, --help`
