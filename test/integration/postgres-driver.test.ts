@@ -1,4 +1,4 @@
-import { connect, createServer, type Server, type Socket } from 'node:net'
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectDatabase, type Sql } from '../../src/store.ts'
@@ -110,6 +110,44 @@ describe('postgres.js after Postgres closed a connection', () => {
       await sql.end({ timeout: 1 })
       for (const socket of sockets) socket.destroy()
       await new Promise((resolve) => server?.close(resolve) ?? resolve(undefined))
+    }
+  })
+
+  it('survives a connection reset while it reads the array types, and answers once through', async () => {
+    // Forwards to Postgres, but resets the first connection as soon as it asks for the array types.
+    let resets = 0
+    const sockets = new Set<Socket>()
+    const server = createServer((client) => {
+      const upstream = connect(5432, '127.0.0.1')
+      sockets.add(client).add(upstream)
+      client.on('data', (chunk) => {
+        if (resets === 0 && chunk.includes('typarray')) {
+          resets += 1
+          client.resetAndDestroy()
+          upstream.destroy()
+          return
+        }
+        upstream.write(chunk)
+      })
+      upstream.pipe(client)
+      client.on('error', () => upstream.destroy())
+      upstream.on('error', () => client.destroy())
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const url = new URL(database.url)
+    url.host = `127.0.0.1:${(server.address() as AddressInfo).port}`
+    const sql = connectDatabase(url.toString(), 1)
+    try {
+      // The query that opened the connection fails with it; nothing is left unhandled (that would be a
+      // crash under Node's default), and the next session reads the types again.
+      await expect(within(sql`SELECT 1`, 20_000)).rejects.toMatchObject({ code: 'ECONNRESET' })
+      expect(resets).toBe(1)
+      const [row] = await within(sql`SELECT ${['a', 'b']}::text[] AS list`, 20_000)
+      expect(row!.list).toEqual(['a', 'b'])
+    } finally {
+      await sql.end({ timeout: 1 })
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
     }
   })
 })
