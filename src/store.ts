@@ -61,6 +61,10 @@ export function connectDatabase(
     onnotice: () => {},
     // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
     connect_timeout: 5,
+    // Seconds before reconnecting after a failure. postgres.js waits up to 20 s, counted over every
+    // connection of the pool: after an outage the worker's queries could wait that long behind a connection
+    // still backing off while intake already commits. At most 2 s, jittered.
+    backoff: (retries: number) => Math.min(2, 0.05 * 2 ** retries) * (0.5 + Math.random() / 2),
     // 0 is "never" to postgres.js.
     idle_timeout: keepSession ? 0 : 60,
     ...(keepSession ? { max_lifetime: 0 } : {}),
