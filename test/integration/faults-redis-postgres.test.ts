@@ -208,7 +208,9 @@ describe('Postgres outage', () => {
     expect(retried).toMatchObject({ status: 200, body: { status: 'accepted' } })
 
     const rawId = eventId('stripe', event.id, 'raw')
-    await capture.waitFor((messages) => messages.some((message) => message.event.id === rawId))
+    // The worker's own connections come back on their own schedule: under the whole suite's load this has
+    // taken over 10 s (the cause is not pinned down; npm run chaos measures 2 to 5 s from a Postgres restart).
+    await capture.waitFor((messages) => messages.some((message) => message.event.id === rawId), 30_000)
     const published = await waitFor(async () => {
       const [row] = await storedFor(event.id)
       return row?.status === 'published' && row
