@@ -92,18 +92,29 @@ export class ClaimOwner {
   }
 }
 
+/** What wakes a loop that claims rows: its LISTEN and its safety-net poll; `stop` ends both. */
+export interface Wakers {
+  stop(): Promise<void>
+}
+
 /**
- * The safety-net poll of a loop that claims rows (the worker's, the sender's): every `pollMs`, and once now,
- * it takes back the claims of owners that are gone (`reclaim`, never two at once) and wakes the loop; again
- * when it took any back. A failure is left to the claim that follows, which reports Postgres away.
+ * Starts what wakes a loop that claims rows (the worker's, the sender's): a LISTEN, woken on every
+ * notification, and a safety-net poll. Every `pollMs`, and once now, the poll takes back the claims of owners
+ * that are gone (`reclaim`, never two at once) and wakes the loop; again when it took any back. A failed
+ * reclaim is left to the claim that follows, which reports Postgres away; a failed LISTEN leaves the poll.
  */
-export function startPoll(options: {
+export async function startWakers(options: {
+  /** Who is woken, for the logs: "worker", "sender". */
+  readonly name: string
+  /** What its claims hold, for the logs: "webhooks", "deliveries". */
+  readonly rows: string
   readonly pollMs: number
+  readonly log: Logger
   readonly reclaim: () => Promise<number>
+  readonly listen: (onNotify: () => void) => Promise<{ unlisten: () => Promise<void> }>
   readonly wake: () => void
-  /** Told how many claims came back. */
-  readonly reclaimed: (count: number) => void
-}): NodeJS.Timeout {
+}): Promise<Wakers> {
+  const { name, rows, log, wake } = options
   let reclaiming = false
   const reclaim = () => {
     if (reclaiming) return
@@ -113,16 +124,28 @@ export function startPoll(options: {
       .then(
         (count) => {
           if (count === 0) return
-          options.reclaimed(count)
-          options.wake()
+          log.warn(`${name}: took back ${rows} claimed by a gateway that is gone`, { count })
+          wake()
         },
         () => {},
       )
       .finally(() => (reclaiming = false))
   }
   reclaim()
-  return setInterval(() => {
+  const poll = setInterval(() => {
     reclaim()
-    options.wake()
+    wake()
   }, options.pollMs)
+  let listener: { unlisten: () => Promise<void> } | undefined
+  try {
+    listener = await options.listen(wake)
+  } catch (error) {
+    log.warn(`${name}: LISTEN failed, relying on the poll`, { error })
+  }
+  return {
+    async stop() {
+      clearInterval(poll)
+      await listener?.unlisten().catch(() => {})
+    },
+  }
 }

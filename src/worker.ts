@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../providers/index.ts'
-import { startPoll } from './claims.ts'
+import { startWakers, type Wakers } from './claims.ts'
 import { eventsFor, type CloudEvent } from './events.ts'
 import type { Logger } from './log.ts'
 import type { Metrics } from './metrics.ts'
@@ -70,8 +70,7 @@ export class Worker {
   private countsBefore = { submitted: 0, queued: 0 }
   private again = false
   private stopped = false
-  private poll: NodeJS.Timeout | undefined
-  private listener: { unlisten: () => Promise<void> } | undefined
+  private wakers: Wakers | undefined
 
   constructor(
     private readonly store: Pick<
@@ -91,18 +90,15 @@ export class Worker {
 
   async start(): Promise<void> {
     const { claimOwner, log, pollMs } = this.options
-    this.poll = startPoll({
+    this.wakers = await startWakers({
+      name: 'worker',
+      rows: 'webhooks',
       pollMs,
+      log,
       reclaim: () => this.store.reclaimAbandoned(claimOwner),
+      listen: (onNotify) => this.store.listen(onNotify),
       wake: () => this.wake(),
-      reclaimed: (count) =>
-        log.warn('worker: took back webhooks claimed by a gateway that is gone', { count }),
     })
-    try {
-      this.listener = await this.store.listen(() => this.wake())
-    } catch (error) {
-      this.options.log.warn('worker: LISTEN failed, relying on the poll', { error })
-    }
     this.wake()
   }
 
@@ -126,9 +122,9 @@ export class Worker {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true
-    clearInterval(this.poll)
+    const wakersStopped = this.wakers?.stop()
     const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
-    await Promise.race([Promise.all([this.listener?.unlisten().catch(() => {}), this.running]), deadline])
+    await Promise.race([Promise.all([wakersStopped, this.running]), deadline])
   }
 
   private async drain(): Promise<void> {

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { Webhook } from 'standardwebhooks'
 import type { Dispatcher } from 'undici'
-import { startPoll } from '../claims.ts'
+import { startWakers, type Wakers } from '../claims.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics.ts'
 import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome, RecordedOutcome } from './store.ts'
@@ -159,8 +159,7 @@ export class DeliverySender {
   private claiming: Promise<void> | undefined
   private again = false
   private stopped = false
-  private poll: NodeJS.Timeout | undefined
-  private listener: { unlisten: () => Promise<void> } | undefined
+  private wakers: Wakers | undefined
   private readonly sending = new Set<Promise<void>>()
   /** Attempts made and not yet recorded; recorded together, in one transaction per batch. */
   private unrecorded: Unrecorded[] = []
@@ -176,18 +175,15 @@ export class DeliverySender {
 
   async start(): Promise<void> {
     const { claimOwner, log, pollMs } = this.options
-    this.poll = startPoll({
+    this.wakers = await startWakers({
+      name: 'sender',
+      rows: 'deliveries',
       pollMs,
+      log,
       reclaim: () => this.store.reclaimAbandoned(claimOwner),
+      listen: (onNotify) => this.store.listen(onNotify),
       wake: () => this.wake(),
-      reclaimed: (count) =>
-        log.warn('sender: took back deliveries claimed by a gateway that is gone', { count }),
     })
-    try {
-      this.listener = await this.store.listen(() => this.wake())
-    } catch (error) {
-      this.options.log.warn('sender: LISTEN failed, relying on the poll', { error })
-    }
     this.wake()
   }
 
@@ -213,10 +209,10 @@ export class DeliverySender {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true
-    clearInterval(this.poll)
+    const wakersStopped = this.wakers?.stop()
     const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
     const finished = async () => {
-      await Promise.all([this.listener?.unlisten().catch(() => {}), this.claiming, ...this.sending])
+      await Promise.all([wakersStopped, this.claiming, ...this.sending])
       while (this.recording) await this.recording
     }
     await Promise.race([finished(), deadline])
