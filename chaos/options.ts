@@ -13,7 +13,7 @@ export interface Options {
 export const usage = `npm run chaos -- [options]
 
   --short      six faults (kill -9, Postgres stop, Redis restart, RabbitMQ stop_app, destination 500s,
-               restore from a dump), about 2.5 minutes in all; the full run has every fault, about 6
+               restore from a dump), about 2.5 minutes in all; the full run has every fault, about 6.5
   --rate N     new deliveries a second, on a fixed schedule (default 150)
   --seed S     seed of the run's random choices (default: from the clock; the report prints it)
   -h, --help`

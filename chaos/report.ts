@@ -124,7 +124,39 @@ interface FaultSummary {
   readonly backlogCalmAfterHealMs: number | undefined
   readonly backlogPeak: number | undefined
   readonly deliveriesPendingPeak: number | undefined
+  /** RSS of each gateway that lived through the whole fault: at its start, highest until the heal, at the heal. */
+  readonly rssAcross: readonly {
+    readonly name: string
+    readonly atStartMb: number
+    readonly peakMb: number
+    readonly atHealMb: number
+  }[]
   readonly notes: readonly string[]
+}
+
+/** The last RSS sample at or before `time`, in kB; undefined when the series has none by then. */
+function rssAt(series: RssSeries, time: number): number | undefined {
+  let found: number | undefined
+  for (const [at, kb] of series.samples) {
+    if (at > time) break
+    found = kb
+  }
+  return found
+}
+
+/** Gateways sampled both within 2 s before `from` and within 2 s before `to`: alive across the window. */
+function rssAcrossWindow(rss: readonly RssSeries[], from: number, to: number): FaultSummary['rssAcross'] {
+  return rss.flatMap((series) => {
+    const first = series.samples[0]
+    const last = series.samples.at(-1)
+    if (!first || !last || first[0] > from || last[0] < to - 2000) return []
+    const atStart = rssAt(series, from)
+    const atHeal = rssAt(series, to)
+    if (atStart === undefined || atHeal === undefined) return []
+    const during = series.samples.filter(([at]) => at >= from && at <= to).map(([, kb]) => kb)
+    const peak = Math.max(atStart, atHeal, ...during)
+    return [{ name: series.name, atStartMb: atStart / 1024, peakMb: peak / 1024, atHealMb: atHeal / 1024 }]
+  })
 }
 
 function faultSummaries(facts: RunFacts): FaultSummary[] {
@@ -166,6 +198,7 @@ function faultSummaries(facts: RunFacts): FaultSummary[] {
       backlogCalmAfterHealMs: backlogCalm,
       backlogPeak: peak(inWindow.map((sample) => sample.backlog)),
       deliveriesPendingPeak: peak(inWindow.map((sample) => sample.deliveriesPending)),
+      rssAcross: healedAt === undefined ? [] : rssAcrossWindow(facts.rss, fault.startedAt, healedAt),
       notes: fault.notes,
     }
   })
@@ -279,6 +312,7 @@ export function buildReport(facts: RunFacts): { text: string; json: unknown; pas
         'backlog calm after heal',
         'backlog peak',
         'dest. pending peak',
+        'RSS at start, peak, heal',
       ],
       faults.map((fault) => [
         fault.name,
@@ -288,6 +322,14 @@ export function buildReport(facts: RunFacts): { text: string; json: unknown; pas
         seconds(fault.backlogCalmAfterHealMs),
         String(fault.backlogPeak ?? '-'),
         String(fault.deliveriesPendingPeak ?? '-'),
+        fault.rssAcross.length === 0
+          ? '-'
+          : fault.rssAcross
+              .map(
+                (item) =>
+                  `${item.atStartMb.toFixed(0)}, ${item.peakMb.toFixed(0)}, ${item.atHealMb.toFixed(0)} MB`,
+              )
+              .join(', '),
       ]),
     ),
   )
@@ -433,6 +475,11 @@ export function buildReport(facts: RunFacts): { text: string; json: unknown; pas
     deliveriesPendingPeak: deliveriesPeak,
     drain,
     rss,
+    /** Every gateway's RSS, each second: [s since the run began, MB]. */
+    rssSeries: facts.rss.map((series) => ({
+      name: series.name,
+      samples: series.samples.map(([at, kb]) => [Math.round(at / 100) / 10, Math.round(kb / 1024)]),
+    })),
     stops: facts.stops,
     crashes: facts.crashes,
     health: facts.health,
