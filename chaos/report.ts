@@ -144,7 +144,7 @@ function rssAt(series: RssSeries, time: number): number | undefined {
   return found
 }
 
-/** Gateways sampled both within 2 s before `from` and within 2 s before `to`: alive across the window. */
+/** The gateways alive across the window: sampled by `from` already and still within 2 s of `to`. */
 function rssAcrossWindow(rss: readonly RssSeries[], from: number, to: number): FaultSummary['rssAcross'] {
   return rss.flatMap((series) => {
     const first = series.samples[0]

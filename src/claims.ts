@@ -92,8 +92,11 @@ export class ClaimOwner {
   }
 }
 
-/** What wakes a loop that claims rows: its LISTEN and its safety-net poll; `stop` ends both. */
+/** What wakes a loop that claims rows: its LISTEN and its safety-net poll. */
 export interface Wakers {
+  /** Settles once the LISTEN is in place, or has failed (then only the poll wakes the loop). */
+  readonly listening: Promise<void>
+  /** Ends the poll at once and the LISTEN once it is in place. */
   stop(): Promise<void>
 }
 
@@ -103,7 +106,7 @@ export interface Wakers {
  * that are gone (`reclaim`, never two at once) and wakes the loop; again when it took any back. A failed
  * reclaim is left to the claim that follows, which reports Postgres away; a failed LISTEN leaves the poll.
  */
-export async function startWakers(options: {
+export function startWakers(options: {
   /** Who is woken, for the logs: "worker", "sender". */
   readonly name: string
   /** What its claims hold, for the logs: "webhooks", "deliveries". */
@@ -113,7 +116,7 @@ export async function startWakers(options: {
   readonly reclaim: () => Promise<number>
   readonly listen: (onNotify: () => void) => Promise<{ unlisten: () => Promise<void> }>
   readonly wake: () => void
-}): Promise<Wakers> {
+}): Wakers {
   const { name, rows, log, wake } = options
   let reclaiming = false
   const reclaim = () => {
@@ -136,16 +139,15 @@ export async function startWakers(options: {
     reclaim()
     wake()
   }, options.pollMs)
-  let listener: { unlisten: () => Promise<void> } | undefined
-  try {
-    listener = await options.listen(wake)
-  } catch (error) {
+  const listener = options.listen(wake).catch((error: unknown) => {
     log.warn(`${name}: LISTEN failed, relying on the poll`, { error })
-  }
+    return undefined
+  })
   return {
+    listening: listener.then(() => {}),
     async stop() {
       clearInterval(poll)
-      await listener?.unlisten().catch(() => {})
+      await (await listener)?.unlisten().catch(() => {})
     },
   }
 }

@@ -90,7 +90,7 @@ export class Worker {
 
   async start(): Promise<void> {
     const { claimOwner, log, pollMs } = this.options
-    this.wakers = await startWakers({
+    this.wakers = startWakers({
       name: 'worker',
       rows: 'webhooks',
       pollMs,
@@ -99,6 +99,7 @@ export class Worker {
       listen: (onNotify) => this.store.listen(onNotify),
       wake: () => this.wake(),
     })
+    await this.wakers.listening
     this.wake()
   }
 

@@ -175,7 +175,7 @@ export class DeliverySender {
 
   async start(): Promise<void> {
     const { claimOwner, log, pollMs } = this.options
-    this.wakers = await startWakers({
+    this.wakers = startWakers({
       name: 'sender',
       rows: 'deliveries',
       pollMs,
@@ -184,6 +184,7 @@ export class DeliverySender {
       listen: (onNotify) => this.store.listen(onNotify),
       wake: () => this.wake(),
     })
+    await this.wakers.listening
     this.wake()
   }
 
