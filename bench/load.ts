@@ -273,3 +273,152 @@ export function countOf(outcomes: Uint8Array, outcome: number): number {
   for (const value of outcomes) if (value === outcome) count++
   return count
 }
+
+export interface OpenLoopOptions {
+  readonly host: string
+  readonly port: number
+  /** Requests a second, each sent at its time whatever the answers to the earlier ones. */
+  readonly rate: number
+  /** How many requests in all. */
+  readonly count: number
+  readonly requestTimeoutMs: number
+  readonly request: (index: number) => WireRequest
+  readonly isAccepted?: (body: string) => boolean
+  /** Most connections open at once; a request due when all are busy and this many are open waits. */
+  readonly maxConnections?: number
+}
+
+/**
+ * An open loop: request n is due at `n / rate` seconds and goes out then on an idle keep-alive connection,
+ * or a new one when every open connection awaits an answer. Latency counts from when the request was due,
+ * not when it was written, so a server that falls behind is charged for the wait (no coordinated omission).
+ */
+export function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
+  const isAccepted = options.isAccepted ?? (() => true)
+  const maxConnections = options.maxConnections ?? 1000
+  const outcomes = new Outcomes()
+  const latencies = new Samples()
+  const statuses = new Map<number, number>()
+  const idle: OpenConnection[] = []
+  const open = new Set<OpenConnection>()
+  /** Requests due while every connection was busy and no more could be opened. */
+  const queued: number[] = []
+  const started = performance.now()
+  const cpuAtStart = process.cpuUsage()
+  const dueAt = (index: number) => started + (index * 1000) / options.rate
+  let next = 0
+  let settled = 0
+  let lastAnswerAt = started
+
+  interface OpenConnection {
+    readonly socket: net.Socket
+    inFlight: number
+    pending: Buffer | undefined
+  }
+
+  return new Promise((resolve) => {
+    let finished = false
+    const finish = () => {
+      if (finished) return
+      finished = true
+      clearInterval(watchdog)
+      for (const connection of open) connection.socket.destroy()
+      const cpu = process.cpuUsage(cpuAtStart)
+      resolve({
+        elapsedMs: lastAnswerAt - started,
+        sent: next,
+        outcomes: outcomes.first(options.count),
+        latenciesMs: latencies.sorted(),
+        statuses,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+      })
+    }
+    const settle = (index: number, outcome: number) => {
+      outcomes.set(index, outcome)
+      if (++settled === options.count) finish()
+    }
+
+    const write = (connection: OpenConnection, index: number) => {
+      connection.inFlight = index
+      const { head, body } = options.request(index)
+      connection.socket.cork()
+      connection.socket.write(head, 'latin1')
+      connection.socket.write(body)
+      connection.socket.uncork()
+    }
+    /** The connection is free: the oldest request waiting for one goes out on it. */
+    const release = (connection: OpenConnection) => {
+      const waiting = queued.shift()
+      if (waiting === undefined) idle.push(connection)
+      else write(connection, waiting)
+    }
+
+    const connect = (first: number) => {
+      const socket = net.connect({ host: options.host, port: options.port })
+      socket.setNoDelay(true)
+      const connection: OpenConnection = { socket, inFlight: first, pending: undefined }
+      open.add(connection)
+      socket.on('connect', () => write(connection, first))
+      socket.on('data', (chunk: Buffer) => {
+        connection.pending = connection.pending ? Buffer.concat([connection.pending, chunk]) : chunk
+        let response: ParsedResponse | undefined
+        try {
+          response = parseResponse(connection.pending)
+        } catch {
+          socket.destroy()
+          return
+        }
+        if (!response || connection.inFlight < 0) return
+        const index = connection.inFlight
+        connection.inFlight = -1
+        lastAnswerAt = performance.now()
+        latencies.push(lastAnswerAt - dueAt(index))
+        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
+        connection.pending =
+          response.length < connection.pending.length
+            ? connection.pending.subarray(response.length)
+            : undefined
+        const ok = response.status >= 200 && response.status < 300
+        settle(
+          index,
+          ok ? (isAccepted(response.body) ? Outcome.accepted : Outcome.otherSuccess) : Outcome.httpError,
+        )
+        if (response.close) socket.end()
+        else release(connection)
+      })
+      socket.on('error', () => {})
+      socket.on('close', () => {
+        open.delete(connection)
+        const at = idle.indexOf(connection)
+        if (at >= 0) idle.splice(at, 1)
+        if (connection.inFlight >= 0) settle(connection.inFlight, Outcome.transportError)
+        connection.inFlight = -1
+        const waiting = finished ? undefined : queued.shift()
+        if (waiting !== undefined) connect(waiting)
+      })
+    }
+
+    const send = (index: number) => {
+      const connection = idle.pop()
+      if (connection) write(connection, index)
+      else if (open.size < maxConnections) connect(index)
+      else queued.push(index)
+    }
+
+    const schedule = () => {
+      const now = performance.now()
+      while (next < options.count && dueAt(next) <= now) send(next++)
+      if (next < options.count) setTimeout(schedule, Math.max(0, dueAt(next) - performance.now()))
+    }
+
+    const watchdog = setInterval(() => {
+      const now = performance.now()
+      for (const connection of open)
+        if (connection.inFlight >= 0 && now - dueAt(connection.inFlight) > options.requestTimeoutMs)
+          connection.socket.destroy()
+    }, 100)
+
+    if (options.count <= 0) finish()
+    else schedule()
+  })
+}

@@ -134,3 +134,27 @@ export async function describeMachine(
     loadBefore: os.loadavg(),
   }
 }
+
+/** CPU of each thread of a process by thread name (the main thread, V8's workers, libuv's pool...), in ms. */
+export function threadCpuMs(pid: number): Map<string, number> {
+  const byName = new Map<string, number>()
+  let tasks: string[] = []
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return byName
+  }
+  for (const tid of tasks) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'latin1').trim()
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')
+      const after = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      const ms = ((Number(after[11]) + Number(after[12])) * 1000) / ticksPerSecond
+      const label = Number(tid) === pid ? 'main' : name
+      byName.set(label, (byName.get(label) ?? 0) + ms)
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return byName
+}

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util'
 
 /** The command line of `npm run bench`. */
 
-export const sections = ['headline', 'stripe', 'twilio', 'sweep', 'destinations'] as const
+export const sections = ['headline', 'stripe', 'twilio', 'sweep', 'destinations', 'steady'] as const
 export type Section = (typeof sections)[number]
 
 export const serverIds = ['hono', 'sdk', 'handwritten', 'gateway', 'gateway-api'] as const
@@ -16,6 +16,8 @@ export const defaultMatrix: Readonly<Record<Section, readonly ServerId[]>> = {
   sweep: ['hono', 'sdk', 'handwritten', 'gateway'],
   // Its own runs (bench/destinations.ts): the gateway and an endpoint process, no baselines.
   destinations: [],
+  // Its own runs too (bench/steady.ts): one gateway per rate, an endpoint and a consumer.
+  steady: [],
 }
 
 export interface Settings {
@@ -25,6 +27,8 @@ export interface Settings {
   readonly servers: readonly ServerId[] | undefined
   /** Sweep body sizes in bytes. */
   readonly sizes: readonly number[]
+  /** The steady section's rates, webhooks a second. */
+  readonly rates: readonly number[]
   readonly connections: number
   /** Runs of each server; the tables show the run with the median req/s. */
   readonly repeat: number
@@ -50,6 +54,8 @@ ${Object.entries(defaultMatrix)
   .map(([section, ids]) => `                          ${section}: ${ids.join(',')}`)
   .join('\n')}
   --sizes LIST          sweep body sizes in KB (default 1,8,64,512)
+  --rates LIST          the steady section's rates, webhooks a second (default 20,200,1000); each runs for
+                          the duration, and at least 500 webhooks
   -c, --connections N   concurrent keep-alive connections (default 50)
   --repeat N            run the whole matrix N times, interleaved; tables show each server's median run by
                           req/s, with every run's req/s under the table (default 1)
@@ -73,6 +79,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
       only: { type: 'string' },
       servers: { type: 'string' },
       sizes: { type: 'string' },
+      rates: { type: 'string' },
       connections: { type: 'string', short: 'c' },
       repeat: { type: 'string' },
       duration: { type: 'string', short: 'd' },
@@ -111,6 +118,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
     sizes: (values.sizes ?? '1,8,64,512')
       .split(',')
       .map((kb) => Math.round(number('sizes', kb, 0, 1) * 1024)),
+    rates: (values.rates ?? '20,200,1000').split(',').map((rate) => number('rates', rate, 0, 0.1)),
     connections: number('connections', values.connections, 50, 1),
     repeat,
     warmupMs: number('warmup', values.warmup, quick ? 1 : 2) * 1000,

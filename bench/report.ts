@@ -3,6 +3,7 @@ import type { LogSummary } from './child.ts'
 import type { Machine } from './measure.ts'
 import type { Section, ServerId, Settings } from './options.ts'
 import type { ProfileSummary } from './profile.ts'
+import type { SteadyRun } from './steady.ts'
 
 /** What one run measured, as written to the results file, and the tables made from it. */
 export interface RunResult {
@@ -63,6 +64,7 @@ export interface Report {
   readonly machine: Machine
   readonly runs: readonly RunResult[]
   readonly destinations?: DestinationsResult
+  readonly steady?: readonly SteadyRun[]
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ const sectionTitles: Record<Section, string> = {
   twilio: 'Twilio',
   sweep: 'Size sweep',
   destinations: 'Destinations',
+  steady: 'Steady',
 }
 
 /** The gateway's req/s over a reference server's, for each gateway run that has one in its payload. */

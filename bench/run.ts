@@ -32,6 +32,7 @@ import {
   type Secrets,
 } from './payloads.ts'
 import { summarizeProfiles } from './profile.ts'
+import { benchSteady, renderSteady, type SteadyRun } from './steady.ts'
 import { renderMarkdown, renderText, type Report, type RunResult } from './report.ts'
 import {
   assertLoopback,
@@ -117,6 +118,7 @@ function plan(settings: Settings): RunSpec[] {
     twilio: [twilioStatusCallback],
     sweep: settings.sizes.map(githubPushOfSize),
     destinations: [],
+    steady: [],
   }
   const specs: RunSpec[] = []
   // Repeats are whole rounds of the matrix, so a noisy minute on the machine hits every server alike.
@@ -438,6 +440,20 @@ async function main(): Promise<number> {
       }
     }
   }
+  let steady: SteadyRun[] | undefined
+  if (settings.sections.includes('steady')) {
+    const since = mark()
+    try {
+      steady = await benchSteady(
+        { ...context, root, baseEnv: (port) => baseEnv(port, context.secrets) },
+        settings.rates,
+      )
+    } catch (error) {
+      console.error(`  steady: ${(error as Error).message}`)
+    } finally {
+      await unwind(since)
+    }
+  }
   machine.loadAfter = os.loadavg()
 
   const report: Report = {
@@ -451,12 +467,15 @@ async function main(): Promise<number> {
     machine,
     runs,
     ...(destinations ? { destinations } : {}),
+    ...(steady ? { steady } : {}),
   }
   const outDir = resolve(settings.outDir ?? join(root, 'bench/results'))
   mkdirSync(outDir, { recursive: true })
   const stem = join(outDir, report.startedAt.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z'))
   writeFileSync(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`)
-  const destinationsText = destinations ? `\n${renderDestinations(destinations)}` : ''
+  const destinationsText =
+    (destinations ? `\n${renderDestinations(destinations)}` : '') +
+    (steady ? `\n${renderSteady(steady)}` : '')
   writeFileSync(`${stem}.md`, renderMarkdown(report) + destinationsText)
   console.log(renderText(report) + destinationsText)
   console.log(`\nresults: ${relative(process.cwd(), `${stem}.md`)} and .json`)
@@ -464,14 +483,16 @@ async function main(): Promise<number> {
   const failed = runs.filter((run) => run.error !== undefined)
   const lost = runs.filter((run) => (run.stored?.lost ?? 0) > 0)
   const logged = runs.filter((run) => (run.log?.problems ?? 0) > 0)
-  const destinationsFailed = settings.sections.includes('destinations') && !destinations
+  const destinationsFailed =
+    (settings.sections.includes('destinations') && !destinations) ||
+    (settings.sections.includes('steady') && (!steady || steady.some((run) => run.error !== undefined)))
   if (failed.length > 0 || lost.length > 0 || logged.length > 0 || destinationsFailed)
     console.log(`server logs kept in ${logDir}`)
   else rmSync(logDir, { recursive: true, force: true })
   if (lost.length > 0)
     console.log(`FAILED: acknowledged deliveries missing from Postgres in ${lost.length} run(s)`)
   if (failed.length > 0) console.log(`FAILED: ${failed.length} run(s) did not complete`)
-  if (destinationsFailed) console.log('FAILED: the destinations section did not complete')
+  if (destinationsFailed) console.log('FAILED: the destinations or steady section did not complete')
   return failed.length > 0 || lost.length > 0 || destinationsFailed ? 1 : 0
 }
 

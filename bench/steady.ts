@@ -1,0 +1,428 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type postgres from 'postgres'
+import { defer, mark, unwind } from './cleanup.ts'
+import { freePort, startServer, stopServer, waitHealthy, type Child } from './child.ts'
+import { countOf, Outcome, quantile, runOpenLoop } from './load.ts'
+import { peakRssBytes, processCpuMs, postgresCpuMs, threadCpuMs } from './measure.ts'
+import type { Settings } from './options.ts'
+import { summarizeProfiles, type ProfileSummary } from './profile.ts'
+import { stripePaymentIntent, type Secrets } from './payloads.ts'
+import { createDatabase, deleteExchange, deleteRedisPrefix, services, uniqueName } from './resources.ts'
+
+/**
+ * The steady section: the whole way at the rates users run, not only intake. The gateway runs with npm
+ * start's defaults (ROLE=all, one process), one HTTP destination for `payment.*` (an endpoint process that
+ * verifies every request with `standardwebhooks`) and a RabbitMQ consumer bound to `payment.completed` (in
+ * the same process as the endpoint, not in the load generator's). Signed Stripe `payment_intent.succeeded`
+ * deliveries are sent open loop at each rate: every one at its time, whatever the answers.
+ *
+ * Per rate, from the first send until the last event reached both the consumer and the endpoint: the answer
+ * time (from when each request was due), received -> on RabbitMQ and received -> the endpoint's answer (from
+ * the CloudEvent's `time`, the gateway's clock at receipt, to the arrival, on the same machine), CPU per
+ * webhook of the gateway process and of every Postgres process with the idle cost subtracted (measured over
+ * a quiet spell first), and the statements the gateway sent per webhook (pg_stat_statements, when loaded).
+ */
+
+export interface SteadyRun {
+  readonly rate: number
+  readonly seconds: number
+  readonly sent: number
+  readonly accepted: number
+  readonly failed: number
+  readonly ack: Percentiles
+  readonly rabbitmq: Arrived
+  readonly destination: Arrived
+  /** From the first send to the last arrival. */
+  readonly windowSeconds: number
+  /** Idle cost, share of one core, measured before the load. */
+  readonly idle: { readonly gateway: number; readonly postgres: number | undefined }
+  /** CPU per webhook with the idle cost of the window subtracted, in us. */
+  readonly cpuUs: { readonly gateway: number; readonly postgres: number | undefined }
+  /** Statements the gateway's database ran per webhook, and the most frequent ones; undefined without pg_stat_statements. */
+  readonly statements?: { readonly perWebhook: number; readonly top: readonly StatementCount[] }
+  readonly peakRssMb?: number
+  /** The gateway's CPU over the window by thread (main, V8's compiler and GC workers, libuv), in ms. */
+  readonly threadsMs?: Readonly<Record<string, number>>
+  /** With --profile: where the gateway's main thread spent the window. */
+  readonly profile?: ProfileSummary
+  readonly error?: string
+}
+
+export interface Percentiles {
+  readonly p50: number
+  readonly p99: number
+  readonly max: number
+}
+
+export interface Arrived extends Percentiles {
+  /** Distinct events that arrived; every accepted webhook has one on each side. */
+  readonly distinct: number
+  /** Arrivals beyond the first of an event (the same id again). */
+  readonly repeated: number
+}
+
+export interface StatementCount {
+  readonly perWebhook: number
+  readonly query: string
+}
+
+export interface SteadyContext {
+  readonly settings: Settings
+  readonly gatewayDir: string
+  readonly root: string
+  readonly admin: postgres.Sql
+  readonly postmasterPid: number | undefined
+  readonly secrets: Secrets
+  readonly logDir: string
+  readonly baseEnv: (port: number) => Record<string, string>
+}
+
+const host = '127.0.0.1'
+/** Each rate sends for the run's duration, and at least this many webhooks (so p99 means something). */
+const minimumWebhooks = 500
+const idleMs = 5000
+
+const percentiles = (values: readonly number[]): Percentiles => {
+  const sorted = Float64Array.from(values).sort()
+  return { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: quantile(sorted, 1) }
+}
+
+/** Calls per statement in `database`, by query id; undefined when pg_stat_statements is not loaded. */
+async function statementCalls(admin: postgres.Sql, database: string) {
+  try {
+    const rows = await admin<{ queryid: string; query: string; calls: string }[]>`
+      SELECT queryid::text, query, calls::text FROM pg_stat_statements
+      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = ${database})`
+    return new Map(rows.map((row) => [row.queryid, { query: row.query, calls: Number(row.calls) }]))
+  } catch {
+    return undefined
+  }
+}
+
+async function enableStatements(admin: postgres.Sql): Promise<boolean> {
+  try {
+    await admin`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`
+    await admin`SELECT 1 FROM pg_stat_statements LIMIT 1`
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** The load at every rate, one fresh gateway each, against one endpoint process. */
+export async function benchSteady(context: SteadyContext, rates: readonly number[]): Promise<SteadyRun[]> {
+  const receiverPort = await freePort(host)
+  const receiver = startServer({
+    name: 'receiver',
+    cwd: context.root,
+    script: 'bench/servers/receiver.ts',
+    env: context.baseEnv(receiverPort),
+    logFile: join(context.logDir, 'steady-receiver.log'),
+  })
+  defer('stop the receiver', () => stopServer(receiver))
+  const receiverUrl = `http://${host}:${receiverPort}`
+  for (let tries = 0; ; tries++) {
+    const ready = await fetch(`${receiverUrl}/stats`).then(
+      (response) => response.ok,
+      () => false,
+    )
+    if (ready) break
+    if (tries > 100) throw new Error('steady: the receiver did not start')
+    await sleep(100)
+  }
+  const withStatements = await enableStatements(context.admin)
+  if (!withStatements)
+    console.error('steady: pg_stat_statements is not loaded (shared_preload_libraries): no statement counts')
+  const runs: SteadyRun[] = []
+  for (const rate of rates) {
+    const since = mark()
+    try {
+      runs.push(await runRate(context, rate, receiverUrl, withStatements))
+    } catch (error) {
+      runs.push({ rate, error: (error as Error).message } as SteadyRun)
+    } finally {
+      await unwind(since)
+    }
+    const run = runs[runs.length - 1]!
+    console.error(
+      run.error
+        ? `  steady ${rate}/s: FAILED: ${run.error.split('\n')[0]}`
+        : `  steady ${rate}/s: ack p99 ${run.ack.p99.toFixed(1)} ms, rabbitmq p99 ${run.rabbitmq.p99.toFixed(1)} ms, ` +
+            `destination p99 ${run.destination.p99.toFixed(1)} ms, cpu/webhook ${Math.round(run.cpuUs.gateway)} + ` +
+            `${Math.round(run.cpuUs.postgres ?? 0)} us; gateway threads ms ${JSON.stringify(run.threadsMs)}`,
+    )
+  }
+  return runs
+}
+
+async function runRate(
+  context: SteadyContext,
+  rate: number,
+  receiverUrl: string,
+  withStatements: boolean,
+): Promise<SteadyRun> {
+  const { settings, admin } = context
+  const database = await createDatabase(admin)
+  defer(`drop database ${database.name}`, database.drop)
+  const exchange = uniqueName('bench_webhooks')
+  const redisPrefix = `${uniqueName('bench')}:`
+  defer(`delete exchange ${exchange}`, () => deleteExchange(exchange))
+  defer(`delete redis keys ${redisPrefix}*`, () => deleteRedisPrefix(redisPrefix))
+
+  const path = `/steady-${rate}`
+  const secret = `whsec_${randomBytes(32).toString('base64')}`
+  const put = async (what: string, body: unknown) => {
+    const response = await fetch(`${receiverUrl}${what}`, { method: 'PUT', body: JSON.stringify(body) })
+    if (!response.ok)
+      throw new Error(`steady: PUT ${what} answered ${response.status}: ${await response.text()}`)
+  }
+  await put('/secrets', { [path]: secret })
+  const file = join(context.logDir, `steady-${rate}-destinations.json`)
+  writeFileSync(
+    file,
+    JSON.stringify([{ name: 'steady', url: `${receiverUrl}${path}`, events: ['payment.*'], secret }]),
+  )
+
+  const port = await freePort(host)
+  const env: Record<string, string> = {
+    ...context.baseEnv(port),
+    DATABASE_URL: database.url,
+    AMQP_EXCHANGE: exchange,
+    REDIS_PREFIX: redisPrefix,
+    ALLOW_HTTP_DESTINATIONS: 'true',
+    DESTINATION_ALLOWED_HOSTS: host,
+    DESTINATIONS_FILE: file,
+  }
+  // Only where the services are not at the gateway's own defaults.
+  if (process.env.TEST_REDIS_URL) env.REDIS_URL = services.redis
+  if (process.env.TEST_AMQP_URL) env.AMQP_URL = services.amqp
+  Object.assign(env, settings.gatewayEnv)
+  const profileDir = settings.profile
+    ? (settings.profileDir ?? mkdtempSync(join(os.tmpdir(), 'bench-profile-')))
+    : undefined
+  if (profileDir) mkdirSync(profileDir, { recursive: true })
+  const gateway = startServer({
+    name: `steady-${rate}`,
+    cwd: context.gatewayDir,
+    script: 'src/main.ts',
+    env,
+    logFile: join(context.logDir, `steady-${rate}-gateway.log`),
+    nodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+  })
+  defer(`stop the steady-${rate} gateway`, () => stopServer(gateway))
+  await waitHealthy(gateway, host, port)
+  const observe = () => put('/observe', { amqpUrl: services.amqp, exchange, bindings: ['payment.completed'] })
+
+  const payload = await stripePaymentIntent.prepare(
+    { host, port },
+    context.secrets,
+    randomBytes(4).toString('hex'),
+  )
+  let offset = 0
+  const load = async (count: number) => {
+    const first = offset
+    offset += count
+    return runOpenLoop({
+      host,
+      port,
+      rate,
+      count,
+      requestTimeoutMs: settings.requestTimeoutMs,
+      request: (n) => payload.request(first + n),
+      isAccepted: (body) => body.includes('"status":"accepted"'),
+    })
+  }
+  const counts = async () => {
+    const response = await fetch(`${receiverUrl}/observed`)
+    const body = (await response.json()) as { destination?: Observed; rabbitmq?: Observed }
+    return body
+  }
+  const arrivedAll = async (accepted: number, what: string) => {
+    const deadline = performance.now() + settings.drainLimitMs
+    for (;;) {
+      const seen = await counts()
+      const destination = seen.destination?.distinct ?? 0
+      const rabbitmq = seen.rabbitmq?.distinct ?? 0
+      if (destination >= accepted && rabbitmq >= accepted) return { seen, at: performance.now() }
+      if (performance.now() > deadline)
+        throw new Error(
+          `steady ${rate}/s: ${what}: of ${accepted} accepted, ${rabbitmq} reached RabbitMQ and ` +
+            `${destination} the destination within ${settings.drainLimitMs / 1000} s`,
+        )
+      await sleep(50)
+    }
+  }
+
+  // Warm-up at the same rate, every event through, then a quiet spell that measures the idle cost.
+  await observe()
+  const warmup = await load(Math.max(20, Math.round((rate * settings.warmupMs) / 1000)))
+  await arrivedAll(countOf(warmup.outcomes, Outcome.accepted), 'warm-up')
+  await sleep(1000)
+  const idleFrom = { at: performance.now(), ...cpuNow(gateway, context.postmasterPid) }
+  await sleep(idleMs)
+  const idleTo = { at: performance.now(), ...cpuNow(gateway, context.postmasterPid) }
+  const idleSeconds = (idleTo.at - idleFrom.at) / 1000
+  const idleGateway = (idleTo.gateway - idleFrom.gateway) / 1000 / idleSeconds
+  const idlePostgres =
+    idleTo.postgres === undefined || idleFrom.postgres === undefined
+      ? undefined
+      : (idleTo.postgres - idleFrom.postgres) / 1000 / idleSeconds
+
+  await observe()
+  const seconds = Math.max(settings.durationMs / 1000, minimumWebhooks / rate)
+  const count = Math.round(rate * seconds)
+  const statementsBefore = withStatements ? await statementCalls(admin, database.name) : undefined
+  const threadsBefore = threadCpuMs(gateway.pid)
+  const windowStartUs = Number(process.hrtime.bigint() / 1000n)
+  const before = { at: performance.now(), ...cpuNow(gateway, context.postmasterPid) }
+  const measured = await load(count)
+  const accepted = countOf(measured.outcomes, Outcome.accepted)
+  const { seen, at } = await arrivedAll(accepted, 'the load')
+  const after = cpuNow(gateway, context.postmasterPid)
+  const windowEndUs = Number(process.hrtime.bigint() / 1000n)
+  const threadsMs = Object.fromEntries(
+    [...threadCpuMs(gateway.pid)].map(([name, ms]) => [name, ms - (threadsBefore.get(name) ?? 0)]),
+  )
+  const statementsAfter = withStatements ? await statementCalls(admin, database.name) : undefined
+  const windowSeconds = (at - before.at) / 1000
+  const perWebhookUs = (ms: number, idleShare: number) =>
+    Math.max(0, (ms - idleShare * windowSeconds * 1000) * 1000) / Math.max(1, accepted)
+
+  const arrived = (observed: Observed | undefined): Arrived => ({
+    ...percentiles(observed?.latenciesMs ?? []),
+    distinct: observed?.distinct ?? 0,
+    repeated: (observed?.latenciesMs.length ?? 0) - (observed?.distinct ?? 0),
+  })
+  let statements: SteadyRun['statements']
+  if (statementsBefore && statementsAfter) {
+    const diffs = [...statementsAfter].map(([id, { query, calls }]) => ({
+      query: query.replace(/\s+/g, ' ').slice(0, 120),
+      calls: calls - (statementsBefore.get(id)?.calls ?? 0),
+    }))
+    const total = diffs.reduce((sum, diff) => sum + diff.calls, 0)
+    statements = {
+      perWebhook: total / Math.max(1, accepted),
+      top: diffs
+        .filter((diff) => diff.calls > 0)
+        .sort((a, b) => b.calls - a.calls)
+        .slice(0, 8)
+        .map((diff) => ({ perWebhook: diff.calls / Math.max(1, accepted), query: diff.query })),
+    }
+  }
+  const rss = peakRssBytes(gateway.pid)
+  let profile: ProfileSummary | undefined
+  if (profileDir) {
+    await stopServer(gateway)
+    profile = summarizeProfiles(profileDir, context.gatewayDir, { fromUs: windowStartUs, toUs: windowEndUs })
+    if (!settings.profileDir) rmSync(profileDir, { recursive: true, force: true })
+  }
+  return {
+    rate,
+    seconds,
+    sent: measured.sent,
+    accepted,
+    failed: measured.sent - accepted,
+    ack: {
+      p50: quantile(measured.latenciesMs, 0.5),
+      p99: quantile(measured.latenciesMs, 0.99),
+      max: quantile(measured.latenciesMs, 1),
+    },
+    rabbitmq: arrived(seen.rabbitmq),
+    destination: arrived(seen.destination),
+    windowSeconds,
+    idle: { gateway: idleGateway, postgres: idlePostgres },
+    cpuUs: {
+      gateway: perWebhookUs(after.gateway - before.gateway, idleGateway),
+      postgres:
+        after.postgres === undefined || before.postgres === undefined || idlePostgres === undefined
+          ? undefined
+          : perWebhookUs(after.postgres - before.postgres, idlePostgres),
+    },
+    ...(statements ? { statements } : {}),
+    threadsMs,
+    ...(profile ? { profile } : {}),
+    ...(rss === undefined ? {} : { peakRssMb: rss / 2 ** 20 }),
+  }
+}
+
+interface Observed {
+  readonly distinct: number
+  readonly latenciesMs: number[]
+}
+
+function cpuNow(gateway: Child, postmasterPid: number | undefined) {
+  return { gateway: processCpuMs(gateway.pid), postgres: postgresCpuMs(postmasterPid) }
+}
+
+const fixed = (value: number | undefined, digits = 1) =>
+  value === undefined || Number.isNaN(value) ? '-' : value.toFixed(digits)
+const thousands = (value: number) => Math.round(value).toLocaleString('en-US')
+
+/** The section as Markdown (the terminal shows the same). */
+export function renderSteady(runs: readonly SteadyRun[]): string {
+  const lines = [
+    '## Steady: end to end at a fixed rate (gateway with npm start defaults, one destination, one consumer)',
+    '',
+    'Stripe `payment_intent.succeeded`, open loop. Answer time from when each request was due; the others from',
+    "the gateway's receipt (the CloudEvent's `time`) to the consumer's arrival and to the endpoint's answer.",
+    'CPU per webhook from the first send to the last arrival, idle cost subtracted.',
+    '',
+    '| rate | webhooks | ack p50 / p99 ms | -> RabbitMQ p50 / p99 / max ms | -> destination p50 / p99 / max ms | CPU/webhook gateway + Postgres | statements/webhook | idle CPU gateway + Postgres | RSS MB |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for (const run of runs) {
+    if (run.error) {
+      lines.push(`| ${run.rate}/s | FAILED: ${run.error.split('\n')[0]} | | | | | | | |`)
+      continue
+    }
+    const lost =
+      run.rabbitmq.distinct < run.accepted || run.destination.distinct < run.accepted ? ' (some missing)' : ''
+    lines.push(
+      `| ${run.rate}/s | ${thousands(run.accepted)}${run.failed > 0 ? ` (+${run.failed} not accepted)` : ''}${lost} ` +
+        `| ${fixed(run.ack.p50)} / ${fixed(run.ack.p99)} ` +
+        `| ${fixed(run.rabbitmq.p50)} / ${fixed(run.rabbitmq.p99)} / ${fixed(run.rabbitmq.max, 0)} ` +
+        `| ${fixed(run.destination.p50)} / ${fixed(run.destination.p99)} / ${fixed(run.destination.max, 0)} ` +
+        `| ${fixed(run.cpuUs.gateway, 0)} + ${fixed(run.cpuUs.postgres, 0)} us ` +
+        `| ${fixed(run.statements?.perWebhook, 2)} ` +
+        `| ${fixed(run.idle.gateway * 100)} % + ${fixed(run.idle.postgres === undefined ? undefined : run.idle.postgres * 100)} % ` +
+        `| ${fixed(run.peakRssMb, 0)} |`,
+    )
+  }
+  const withTop = runs.filter((run) => run.statements && run.statements.top.length > 0)
+  if (withTop.length > 0) {
+    lines.push('', 'Statements per webhook, the most frequent (pg_stat_statements):', '')
+    for (const run of withTop) {
+      lines.push(`- ${run.rate}/s:`)
+      for (const statement of run.statements!.top)
+        lines.push(`  - ${statement.perWebhook.toFixed(2)} \`${statement.query.replaceAll('`', "'")}\``)
+    }
+  }
+  for (const run of runs.filter((run) => run.profile)) {
+    const profile = run.profile!
+    lines.push(
+      '',
+      `${run.rate}/s, the gateway's main thread busy ${(profile.busy * 100).toFixed(1)} % of the window; self time by source, then by function:`,
+      '',
+      '```',
+      ...profile.sources,
+      '',
+      ...profile.functions,
+      '```',
+    )
+  }
+  const repeated = runs.filter(
+    (run) => !run.error && (run.rabbitmq.repeated > 0 || run.destination.repeated > 0),
+  )
+  for (const run of repeated)
+    lines.push(
+      '',
+      `${run.rate}/s: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
+    )
+  lines.push('')
+  return lines.join('\n')
+}
