@@ -2,7 +2,7 @@ import { verify as verifySignature } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 import { fromDecimal } from '../src/money.ts'
 import { parseJsonObject } from '../src/parse.ts'
-import { checkCertificateSetup, signingCertificate } from '../src/paypal-certs.ts'
+import { checkCertificateSetup, signingCertificate } from './paypal-certs.ts'
 import { header, type Provider } from '../src/provider.ts'
 
 type PayPalResource = Record<string, any>

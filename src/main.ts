@@ -1,6 +1,6 @@
 import { loadConfig } from './config.ts'
 import { startGateway } from './gateway.ts'
-import { createLogger } from './log.ts'
+import { createLogger } from './ops/log.ts'
 
 // boot: config -> connect -> migrate -> serve + worker -> graceful shutdown
 const config = loadConfig()

@@ -1,8 +1,8 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { safeEqual } from './crypto.ts'
-import type { RejectionLog } from './rejections.ts'
-import type { Store, StoredWebhook } from './store.ts'
+import { safeEqual } from '../crypto.ts'
+import type { RejectionLog } from '../http/rejections.ts'
+import type { Store, StoredWebhook } from '../db/webhooks.ts'
 
 const statuses = ['pending', 'retrying', 'published', 'dead'] as const
 

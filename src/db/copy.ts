@@ -1,5 +1,6 @@
 import postgres from 'postgres'
-import type { NewWebhook, Sql } from './store.ts'
+import type { NewWebhook } from './webhooks.ts'
+import type { Sql } from './client.ts'
 
 /**
  * Storing a group of deliveries with `COPY ... FROM STDIN (FORMAT binary)`: the body goes to Postgres as

@@ -1,9 +1,9 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
-import type { Sql } from './store.ts'
+import type { Sql } from './client.ts'
 
-const migrationsDir = fileURLToPath(new URL('../migrations/', import.meta.url))
+const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url))
 // Any constant shared by every gateway process; two processes starting together migrate one after the other.
 const lockKey = 7_360_221_451
 
@@ -91,8 +91,8 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
 
 /** `npm run migrate` */
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const { loadConfig } = await import('./config.ts')
-  const { connectDatabase } = await import('./store.ts')
+  const { loadConfig } = await import('../config.ts')
+  const { connectDatabase } = await import('./client.ts')
   const config = loadConfig()
   await ensureDatabase(config.databaseUrl)
   const sql = connectDatabase(config.databaseUrl, 2)

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { serializeEvent, type CloudEvent } from '../events.ts'
-import type { Sql } from '../store.ts'
+import { serializeEvent, type CloudEvent } from '../pipeline/events.ts'
+import type { Sql } from '../db/client.ts'
 import { wantsEvent } from './patterns.ts'
 
 /** A webhook's events to be fanned out to the destinations that want them. */

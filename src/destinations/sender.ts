@@ -1,9 +1,9 @@
 import { performance } from 'node:perf_hooks'
 import { Webhook } from 'standardwebhooks'
 import type { Dispatcher } from 'undici'
-import { startWakers, type Wakers } from '../claims.ts'
-import type { Logger } from '../log.ts'
-import type { Metrics } from '../metrics.ts'
+import { startWakers, type Wakers } from '../pipeline/wakers.ts'
+import type { Logger } from '../ops/log.ts'
+import type { Metrics } from '../ops/metrics.ts'
 import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome, RecordedOutcome } from './store.ts'
 
 /** An attempt made, waiting to be recorded. */

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { liveOwners } from '../claims.ts'
-import { writerName, type Sql } from '../store.ts'
+import { liveOwners } from '../db/owners.ts'
+import { writerName, type Sql } from '../db/client.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
 export const defaultRetryScheduleSeconds: readonly number[] = [5, 300, 1800, 7200, 18000, 36000, 36000]

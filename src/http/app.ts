@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { Hono } from 'hono'
-import type { Providers } from '../providers/index.ts'
+import type { Providers } from '../../providers/index.ts'
 import type { Health } from './health.ts'
 import { ingest, type Delivery, type IngestDeps } from './ingest.ts'
-import { adminRoutes } from './admin.ts'
+import { adminRoutes } from '../admin/api.ts'
 import type { RejectionLog } from './rejections.ts'
-import type { Store } from './store.ts'
+import type { Store } from '../db/webhooks.ts'
 
 export interface AppDeps extends IngestDeps {
   readonly providers: Providers

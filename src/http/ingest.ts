@@ -1,12 +1,12 @@
 import { performance } from 'node:perf_hooks'
 import { randomUUID } from 'node:crypto'
-import type { Config } from './config.ts'
+import type { Config } from '../config.ts'
 import type { FailedVerificationLimit } from './ratelimit.ts'
-import type { Intake } from './intake.ts'
-import type { Logger } from './log.ts'
-import type { Metrics } from './metrics.ts'
+import type { Intake } from '../pipeline/intake.ts'
+import type { Logger } from '../ops/log.ts'
+import type { Metrics } from '../ops/metrics.ts'
 import type { RejectionLog } from './rejections.ts'
-import { MalformedWebhook, type Provider, type WebhookRequest } from './provider.ts'
+import { MalformedWebhook, type Provider, type WebhookRequest } from '../provider.ts'
 
 export interface IngestDeps {
   readonly config: Config

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
-import type { Provider, WebhookRequest } from './provider.ts'
-import { jsonSourceOf } from './parse.ts'
+import type { Provider, WebhookRequest } from '../provider.ts'
+import { jsonSourceOf } from '../parse.ts'
 import { internalEvents } from './registry.ts'
-import type { StoredWebhook } from './store.ts'
+import type { StoredWebhook } from '../db/webhooks.ts'
 
 /** A CloudEvents 1.0 JSON document as published on the exchange. */
 export interface CloudEvent {

@@ -1,4 +1,4 @@
-import type { InsertResult, NewWebhook, Store } from './store.ts'
+import type { InsertResult, NewWebhook, Store } from '../db/webhooks.ts'
 
 interface Waiting {
   readonly webhook: NewWebhook

@@ -1,7 +1,7 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
-import { withDeadline } from './deadline.ts'
+import { withDeadline } from '../ops/deadline.ts'
 import { serializeEvent, type CloudEvent } from './events.ts'
-import type { Logger } from './log.ts'
+import type { Logger } from '../ops/log.ts'
 
 /** The broker is unreachable: nothing is wrong with the event, so no attempt is spent on it. */
 export class BrokerUnavailable extends Error {

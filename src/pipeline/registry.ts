@@ -1,4 +1,4 @@
-import type { Handler, InternalEvent, Provider, WebhookRequest } from './provider.ts'
+import type { Handler, InternalEvent, Provider, WebhookRequest } from '../provider.ts'
 
 /** The handler for an event type: an exact key first, then the longest `prefix.*` key that matches. */
 export function handlerFor<P>(provider: Provider<P>, eventType: string): Handler<P> | undefined {

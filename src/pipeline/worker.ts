@@ -1,12 +1,12 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
-import type { Providers } from '../providers/index.ts'
-import { startWakers, type Wakers } from './claims.ts'
+import type { Providers } from '../../providers/index.ts'
+import { startWakers, type Wakers } from './wakers.ts'
 import { eventsFor, type CloudEvent } from './events.ts'
-import type { Logger } from './log.ts'
-import type { Metrics } from './metrics.ts'
+import type { Logger } from '../ops/log.ts'
+import type { Metrics } from '../ops/metrics.ts'
 import { BrokerUnavailable, type Publisher } from './publisher.ts'
-import type { Store, StoredWebhook } from './store.ts'
+import type { Store, StoredWebhook } from '../db/webhooks.ts'
 
 export interface WorkerOptions {
   /** How many webhooks one claim takes and publishes side by side. */

@@ -1,7 +1,7 @@
 import { providers, type Providers } from '../../providers/index.ts'
-import { rawRoutingKey } from '../events.ts'
+import { rawRoutingKey } from '../pipeline/events.ts'
 import type { WebhookRequest } from '../provider.ts'
-import { internalEvents } from '../registry.ts'
+import { internalEvents } from '../pipeline/registry.ts'
 
 /** A delivery as the gateway will receive it. */
 export interface Received {

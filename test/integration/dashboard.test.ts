@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { csrfToken } from '../../src/dashboard/session.ts'
+import { csrfToken } from '../../src/admin/dashboard/session.ts'
 import { useTestDatabase, waitFor, type Capture, type TestGateway } from '../support/services.ts'
 import { githubDelivery, githubExample, paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 

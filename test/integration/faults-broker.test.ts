@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { GetMessage } from 'amqplib'
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config.ts'
-import { eventId } from '../../src/events.ts'
+import { eventId } from '../../src/pipeline/events.ts'
 import { startGatewayProcess } from '../support/gateway-process.ts'
 import { hostAndPort, startProxy } from '../support/proxy.ts'
 import {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
 import type { Env } from '../../src/config.ts'
-import { eventId } from '../../src/events.ts'
+import { eventId } from '../../src/pipeline/events.ts'
 import { hostAndPort, startProxy } from '../support/proxy.ts'
 import {
   flushRedisPrefix,

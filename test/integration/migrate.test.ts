@@ -1,7 +1,7 @@
 import postgres from 'postgres'
 import { afterAll, describe, expect, it } from 'vitest'
-import { ensureDatabase, migrate, readMigrations } from '../../src/migrate.ts'
-import { connectDatabase } from '../../src/store.ts'
+import { ensureDatabase, migrate, readMigrations } from '../../src/db/migrate.ts'
+import { connectDatabase } from '../../src/db/client.ts'
 import { createTestDatabase, services, uniqueName } from '../support/services.ts'
 
 const cleanups: (() => Promise<void>)[] = []

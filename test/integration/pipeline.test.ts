@@ -1,6 +1,6 @@
 import { request as httpRequest } from 'node:http'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { eventId } from '../../src/events.ts'
+import { eventId } from '../../src/pipeline/events.ts'
 import {
   startTestGateway,
   testEnv,

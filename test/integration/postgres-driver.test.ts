@@ -1,7 +1,7 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { connectDatabase, type Sql } from '../../src/store.ts'
+import { connectDatabase, type Sql } from '../../src/db/client.ts'
 import { freePort } from '../support/gateway-process.ts'
 import { createTestDatabase } from '../support/services.ts'
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { eventId } from '../../src/events.ts'
+import { eventId } from '../../src/pipeline/events.ts'
 import { usePayPalSigning } from '../support/paypal-pki.ts'
 import { useTestDatabase, type Capture, type TestGateway } from '../support/services.ts'
 import {

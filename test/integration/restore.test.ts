@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import postgres from 'postgres'
 import { describe, expect, it } from 'vitest'
-import { eventId } from '../../src/events.ts'
+import { eventId } from '../../src/pipeline/events.ts'
 import { services, uniqueName, useTestDatabase, waitFor } from '../support/services.ts'
 import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 

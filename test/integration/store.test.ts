@@ -1,9 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ClaimOwner } from '../../src/claims.ts'
-import { silentLogger } from '../../src/log.ts'
-import { migrate } from '../../src/migrate.ts'
-import { connectDatabase, createStore, type NewWebhook, type Sql } from '../../src/store.ts'
+import { ClaimOwner } from '../../src/db/owners.ts'
+import { silentLogger } from '../../src/ops/log.ts'
+import { migrate } from '../../src/db/migrate.ts'
+import { createStore, type NewWebhook } from '../../src/db/webhooks.ts'
+import { connectDatabase, type Sql } from '../../src/db/client.ts'
 import { createTestDatabase, waitFor } from '../support/services.ts'
 
 let database: Awaited<ReturnType<typeof createTestDatabase>>

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
-import { eventId } from '../../src/events.ts'
+import { eventId } from '../../src/pipeline/events.ts'
 import {
   postStripe,
   testEnv,

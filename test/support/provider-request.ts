@@ -1,6 +1,6 @@
 import { loadConfig, type Env } from '../../src/config.ts'
 import type { VerifyContext, WebhookRequest } from '../../src/provider.ts'
-import type { StoredWebhook } from '../../src/store.ts'
+import type { StoredWebhook } from '../../src/db/webhooks.ts'
 
 /** A verify context like ingest builds, collecting the refusal reasons. */
 export function verifyContext(env: Env = {}, now = Date.now()): VerifyContext & { reasons: string[] } {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bounded, DeadlineExceeded, withDeadline } from '../../src/deadline.ts'
+import { bounded, DeadlineExceeded, withDeadline } from '../../src/ops/deadline.ts'
 
 const never = () => new Promise<never>(() => {})
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { eventId, eventsFor, rawRoutingKey } from '../../src/events.ts'
+import { eventId, eventsFor, rawRoutingKey } from '../../src/pipeline/events.ts'
 import type { Provider } from '../../src/provider.ts'
-import { handlerFor } from '../../src/registry.ts'
+import { handlerFor } from '../../src/pipeline/registry.ts'
 import { storedWebhook } from '../support/provider-request.ts'
 
 const provider: Provider<Record<string, any>> = {

@@ -1,7 +1,7 @@
 import { sign } from '@octokit/webhooks-methods'
 import { describe, expect, it } from 'vitest'
 import { github } from '../../providers/github.ts'
-import { internalEvents } from '../../src/registry.ts'
+import { internalEvents } from '../../src/pipeline/registry.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
 import { githubDelivery, githubExample } from '../support/signed.ts'
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { Intake, StorageTimeout } from '../../src/intake.ts'
-import type { InsertResult, NewWebhook } from '../../src/store.ts'
+import { Intake, StorageTimeout } from '../../src/pipeline/intake.ts'
+import type { InsertResult, NewWebhook } from '../../src/db/webhooks.ts'
 
 const webhook = (eventKey: string): NewWebhook => ({
   id: `id-${eventKey}`,

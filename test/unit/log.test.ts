@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createLogger } from '../../src/log.ts'
+import { createLogger } from '../../src/ops/log.ts'
 
 const capture = (level: Parameters<typeof createLogger>[0] = 'debug') => {
   const lines: Record<string, unknown>[] = []

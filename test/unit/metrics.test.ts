@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { Metrics } from '../../src/metrics.ts'
+import { Metrics } from '../../src/ops/metrics.ts'
 
 /** The sample lines of one metric family (no HELP or TYPE), as rendered. */
 const samples = (text: string, name: string) =>

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { shopify } from '../../providers/shopify.ts'
 import { twilio } from '../../providers/twilio.ts'
-import { eventsFor, serializeEvent } from '../../src/events.ts'
+import { eventsFor, serializeEvent } from '../../src/pipeline/events.ts'
 import type { Provider } from '../../src/provider.ts'
 import { storedWebhook } from '../support/provider-request.ts'
 

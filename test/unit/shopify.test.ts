@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { shopify } from '../../providers/shopify.ts'
-import { rawRoutingKey } from '../../src/events.ts'
+import { rawRoutingKey } from '../../src/pipeline/events.ts'
 import { MalformedWebhook } from '../../src/provider.ts'
-import { internalEvents } from '../../src/registry.ts'
+import { internalEvents } from '../../src/pipeline/registry.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
 import { shopifyDelivery, shopifyOrder } from '../support/signed-providers.ts'
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { stripe } from '../../providers/stripe.ts'
-import { internalEvents } from '../../src/registry.ts'
+import { internalEvents } from '../../src/pipeline/registry.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
 import { stripeDelivery, stripeFixture } from '../support/signed.ts'
 

@@ -1,9 +1,9 @@
 import twilioSdk from 'twilio'
 import { describe, expect, it } from 'vitest'
 import { twilio } from '../../providers/twilio.ts'
-import { rawRoutingKey } from '../../src/events.ts'
+import { rawRoutingKey } from '../../src/pipeline/events.ts'
 import { MalformedWebhook } from '../../src/provider.ts'
-import { internalEvents } from '../../src/registry.ts'
+import { internalEvents } from '../../src/pipeline/registry.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
 import {
   twilioDelivery,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { pauseAfterBatch } from '../../src/worker.ts'
+import { pauseAfterBatch } from '../../src/pipeline/worker.ts'
 
 describe('pauseAfterBatch', () => {
   const busy = { batchMs: 10, loopUtilization: 0.95, intakeSaturated: true, share: 0.2 }

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto'
-import { safeEqual } from '../crypto.ts'
+import { safeEqual } from '../../crypto.ts'
 
 /** How long a sign-in lasts. */
 export const sessionSeconds = 12 * 3600

@@ -1,9 +1,9 @@
 import type { Hono } from 'hono'
 import { back, notFound, page, queryString, type Guards } from './kit.tsx'
 import type { DashboardDeps } from './routes.tsx'
-import { isUuid, parseWebhookFilter } from '../admin.ts'
-import { eventsFor, serializeEvent } from '../events.ts'
-import type { WebhookCursor, WebhookStatus } from '../store.ts'
+import { isUuid, parseWebhookFilter } from '../api.ts'
+import { eventsFor, serializeEvent } from '../../pipeline/events.ts'
+import type { WebhookCursor, WebhookStatus } from '../../db/webhooks.ts'
 import { Layout, PostButton, Status, time } from './layout.tsx'
 
 const statuses: readonly WebhookStatus[] = ['pending', 'retrying', 'published', 'dead']

@@ -1,0 +1,93 @@
+import { randomInt } from 'node:crypto'
+import type postgres from 'postgres'
+import type { Logger } from '../ops/log.ts'
+import { connectDatabase, type Sql } from './client.ts'
+
+/** The first key of every claim owner's advisory lock (the second is the owner's number); any shared constant. */
+const ownerLockClass = 736_022_145
+
+/**
+ * The numbers of the claim owners alive right now: those whose session holds its lock, in this database.
+ * A killed process's session ends with it (Postgres sees the socket close), and its lock with the session.
+ */
+export const liveOwners = (sql: Sql | postgres.TransactionSql) => sql`
+  SELECT objid::bigint FROM pg_locks
+  WHERE locktype = 'advisory' AND classid = ${ownerLockClass}::oid AND objsubid = 2 AND granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
+/**
+ * This process, as the holder of the rows it claims. Claims carry its number and have a lease; the number is
+ * held as a session advisory lock on a connection of its own, so when the process dies (kill -9, a crash, its
+ * host gone) the lock goes with its session and the other processes take its claims back within seconds
+ * rather than when the lease runs out.
+ *
+ * A heartbeat takes the lock again whenever the session was lost (Postgres restarted, the session was
+ * terminated). Until it has, others may take back claims this process is still working on: those are then
+ * published or sent twice, under the same ids, which consumers deduplicate anyway.
+ */
+export class ClaimOwner {
+  private heartbeat: NodeJS.Timeout | undefined
+  private beating: Promise<void> | undefined
+  private lost = false
+
+  private constructor(
+    /** The owner's number: what its claims carry in `claimed_by`. */
+    readonly id: number,
+    private readonly session: Sql,
+    private readonly log: Logger,
+  ) {}
+
+  /** Takes a free number and holds its lock, checked every `heartbeatMs`. */
+  static async start(databaseUrl: string, log: Logger, heartbeatMs = 1000): Promise<ClaimOwner> {
+    // One connection that never idles out or retires: its session is what holds the lock.
+    const session = connectDatabase(databaseUrl, 1, { keepSession: true })
+    try {
+      for (;;) {
+        const owner = new ClaimOwner(randomInt(1, 2 ** 31 - 1), session, log)
+        if (!(await owner.hold())) continue
+        owner.heartbeat = setInterval(() => owner.beat(), heartbeatMs)
+        owner.heartbeat.unref()
+        return owner
+      }
+    } catch (error) {
+      await session.end({ timeout: 1 })
+      throw error
+    }
+  }
+
+  /** Gives the number up: its claims are free for others at once (what is still claimed was not finished). */
+  async stop(): Promise<void> {
+    clearInterval(this.heartbeat)
+    // A heartbeat waiting on a stalled Postgres is cut short with the connection.
+    await this.session.end({ timeout: 1 })
+  }
+
+  private beat(): void {
+    if (this.beating) return
+    this.beating = this.hold()
+      .then(
+        (held) => {
+          if (held && this.lost) this.log.info('claims: holding the owner lock again', { owner: this.id })
+          if (!held) this.log.error('claims: another session holds this owner number', { owner: this.id })
+          this.lost = !held
+        },
+        (error: unknown) => {
+          if (!this.lost) this.log.warn('claims: cannot hold the owner lock', { owner: this.id, error })
+          this.lost = true
+        },
+      )
+      .finally(() => (this.beating = undefined))
+  }
+
+  /** Whether this session holds the lock, taking it when the session is new (a reconnect lost it). */
+  private async hold(): Promise<boolean> {
+    const [row] = await this.session`
+      SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = ${ownerLockClass}::oid
+                     AND objid = ${this.id}::bigint::oid AND objsubid = 2 AND pid = pg_backend_pid())
+        THEN true
+        ELSE pg_try_advisory_lock(${ownerLockClass}, ${this.id})
+      END AS held`
+    return row?.held === true
+  }
+}

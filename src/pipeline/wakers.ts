@@ -1,0 +1,61 @@
+import type { Logger } from '../ops/log.ts'
+
+/** What wakes a loop that claims rows: its LISTEN and its safety-net poll. */
+export interface Wakers {
+  /** Settles once the LISTEN is in place, or has failed (then only the poll wakes the loop). */
+  readonly listening: Promise<void>
+  /** Ends the poll at once and the LISTEN once it is in place. */
+  stop(): Promise<void>
+}
+
+/**
+ * Starts what wakes a loop that claims rows (the worker's, the sender's): a LISTEN, woken on every
+ * notification, and a safety-net poll. Every `pollMs`, and once now, the poll takes back the claims of owners
+ * that are gone (`reclaim`, never two at once) and wakes the loop; again when it took any back. A failed
+ * reclaim is left to the claim that follows, which reports Postgres away; a failed LISTEN leaves the poll.
+ */
+export function startWakers(options: {
+  /** Who is woken, for the logs: "worker", "sender". */
+  readonly name: string
+  /** What its claims hold, for the logs: "webhooks", "deliveries". */
+  readonly rows: string
+  readonly pollMs: number
+  readonly log: Logger
+  readonly reclaim: () => Promise<number>
+  readonly listen: (onNotify: () => void) => Promise<{ unlisten: () => Promise<void> }>
+  readonly wake: () => void
+}): Wakers {
+  const { name, rows, log, wake } = options
+  let reclaiming = false
+  const reclaim = () => {
+    if (reclaiming) return
+    reclaiming = true
+    options
+      .reclaim()
+      .then(
+        (count) => {
+          if (count === 0) return
+          log.warn(`${name}: took back ${rows} claimed by a gateway that is gone`, { count })
+          wake()
+        },
+        () => {},
+      )
+      .finally(() => (reclaiming = false))
+  }
+  reclaim()
+  const poll = setInterval(() => {
+    reclaim()
+    wake()
+  }, options.pollMs)
+  const listener = options.listen(wake).catch((error: unknown) => {
+    log.warn(`${name}: LISTEN failed, relying on the poll`, { error })
+    return undefined
+  })
+  return {
+    listening: listener.then(() => {}),
+    async stop() {
+      clearInterval(poll)
+      await (await listener)?.unlisten().catch(() => {})
+    },
+  }
+}
