@@ -18,7 +18,9 @@ let processMetrics: readonly Metric[] | undefined
 const sharedProcessMetrics = (): readonly Metric[] => {
   if (!processMetrics) {
     const register = new Registry()
-    collectDefaultMetrics({ register })
+    // The event-loop delay is sampled by a timer of this period. prom-client's 10 ms woke an idle gateway a
+    // hundred times a second, most of its idle CPU; twice a second still shows a loop that stalls.
+    collectDefaultMetrics({ register, eventLoopMonitoringPrecision: 500 })
     // getMetricsAsArray() is typed as plain objects; getSingleMetric() gives the same instances typed as metrics.
     processMetrics = register
       .getMetricsAsArray()
