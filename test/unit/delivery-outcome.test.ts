@@ -1,11 +1,7 @@
 import { Webhook } from 'standardwebhooks'
 import { describe, expect, it } from 'vitest'
-import {
-  outcomeOf,
-  retryAfterSeconds,
-  scheduledDelaySeconds,
-  signatureHeaders,
-} from '../../src/destinations/sender.ts'
+import { outcomeOf, retryAfterSeconds, scheduledDelaySeconds } from '../../src/destinations/sender.ts'
+import { signatureHeaders } from '../../src/destinations/signing.ts'
 import { defaultRetryScheduleSeconds, generateSecret } from '../../src/destinations/store.ts'
 
 const noJitter = () => 0.5
@@ -87,6 +83,15 @@ describe('signatureHeaders', () => {
     expect(new Webhook(previous).verify(payload, headers)).toMatchObject({ specversion: '1.0' })
     expect(() => new Webhook(generateSecret()).verify(payload, headers)).toThrow()
     expect(() => new Webhook(current).verify(payload.replace('1.0', '1.1'), headers)).toThrow()
+  })
+
+  it('signs exactly as the standardwebhooks package signs, non-ASCII bodies included', () => {
+    const secret = generateSecret()
+    const at = new Date('2026-12-06T12:00:00Z')
+    const payload = '{"data":{"name":"Zoë","city":"東京","emoji":"✓"}}'
+    const headers = signatureHeaders('evt-1', payload, [secret], at)
+    expect(headers['webhook-timestamp']).toBe(String(at.getTime() / 1000))
+    expect(headers['webhook-signature']).toBe(new Webhook(secret).sign('evt-1', at, payload))
   })
 
   it('generates secrets in the Standard Webhooks form', () => {
