@@ -68,6 +68,8 @@ export interface Arrived extends Percentiles {
 
 export interface StatementCount {
   readonly perWebhook: number
+  /** Time Postgres spent executing it, per webhook (planning and commit not included), in us. */
+  readonly usPerWebhook: number
   readonly query: string
 }
 
@@ -95,10 +97,12 @@ const percentiles = (values: readonly number[]): Percentiles => {
 /** Calls per statement in `database`, by query id; undefined when pg_stat_statements is not loaded. */
 async function statementCalls(admin: postgres.Sql, database: string) {
   try {
-    const rows = await admin<{ queryid: string; query: string; calls: string }[]>`
-      SELECT queryid::text, query, calls::text FROM pg_stat_statements
+    const rows = await admin<{ queryid: string; query: string; calls: string; ms: number }[]>`
+      SELECT queryid::text, query, calls::text, total_exec_time AS ms FROM pg_stat_statements
       WHERE dbid = (SELECT oid FROM pg_database WHERE datname = ${database})`
-    return new Map(rows.map((row) => [row.queryid, { query: row.query, calls: Number(row.calls) }]))
+    return new Map(
+      rows.map((row) => [row.queryid, { query: row.query, calls: Number(row.calls), ms: Number(row.ms) }]),
+    )
   } catch {
     return undefined
   }
@@ -300,9 +304,10 @@ async function runRate(
   })
   let statements: SteadyRun['statements']
   if (statementsBefore && statementsAfter) {
-    const diffs = [...statementsAfter].map(([id, { query, calls }]) => ({
+    const diffs = [...statementsAfter].map(([id, { query, calls, ms }]) => ({
       query: query.replace(/\s+/g, ' ').slice(0, 120),
       calls: calls - (statementsBefore.get(id)?.calls ?? 0),
+      ms: ms - (statementsBefore.get(id)?.ms ?? 0),
     }))
     const total = diffs.reduce((sum, diff) => sum + diff.calls, 0)
     statements = {
@@ -311,7 +316,11 @@ async function runRate(
         .filter((diff) => diff.calls > 0)
         .sort((a, b) => b.calls - a.calls)
         .slice(0, 8)
-        .map((diff) => ({ perWebhook: diff.calls / Math.max(1, accepted), query: diff.query })),
+        .map((diff) => ({
+          perWebhook: diff.calls / Math.max(1, accepted),
+          usPerWebhook: (diff.ms * 1000) / Math.max(1, accepted),
+          query: diff.query,
+        })),
     }
   }
   const rss = peakRssBytes(gateway.pid)
@@ -395,11 +404,17 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
   }
   const withTop = runs.filter((run) => run.statements && run.statements.top.length > 0)
   if (withTop.length > 0) {
-    lines.push('', 'Statements per webhook, the most frequent (pg_stat_statements):', '')
+    lines.push(
+      '',
+      'Statements per webhook, the most frequent, with the time Postgres spent executing them per webhook (pg_stat_statements):',
+      '',
+    )
     for (const run of withTop) {
       lines.push(`- ${run.rate}/s:`)
       for (const statement of run.statements!.top)
-        lines.push(`  - ${statement.perWebhook.toFixed(2)} \`${statement.query.replaceAll('`', "'")}\``)
+        lines.push(
+          `  - ${statement.perWebhook.toFixed(2)} (${Math.round(statement.usPerWebhook)} us) \`${statement.query.replaceAll('`', "'")}\``,
+        )
     }
   }
   for (const run of runs.filter((run) => run.profile)) {

@@ -21,6 +21,7 @@ import { connectDatabase } from './db/client.ts'
 import { Worker } from './pipeline/worker.ts'
 import { createDestinationAgent } from './destinations/address.ts'
 import { applyDestinationsFile, readDestinationsFile } from './destinations/file.ts'
+import { createOutbox } from './destinations/fanout.ts'
 import { destinationRoutes } from './destinations/routes.ts'
 import { DeliverySender } from './destinations/sender.ts'
 import { createDestinationStore, type DestinationStore } from './destinations/store.ts'
@@ -145,11 +146,6 @@ export async function startGateway(
     return Object.fromEntries(Object.entries(checks).map(([name, state]) => [name, state === 'up' ? 1 : 0]))
   })
 
-  const intake = new Intake(store, {
-    maxBatch: config.intakeMaxBatch,
-    maxInFlight: config.intakeConcurrency,
-    timeoutMs: config.storeTimeoutMs,
-  })
   const agent = createDestinationAgent(policy)
   // The worker and sender loops give up on a statement a little after Postgres would have cancelled it.
   const statementDeadlineMs = config.databaseStatementTimeoutMs + 2000
@@ -160,7 +156,7 @@ export async function startGateway(
         {
           ...bounded(
             destinations,
-            ['claimDue', 'reclaimAbandoned', 'recordAttempts'],
+            ['claimDue', 'reclaimAbandoned', 'recordAttempts', 'release'],
             statementDeadlineMs,
             'postgres',
           ),
@@ -178,23 +174,35 @@ export async function startGateway(
         },
       )
     : undefined
+  // What the worker records goes with the destinations' outbox: deliveries this process's sender has room
+  // for are written claimed by it and handed over.
+  const outbox = createOutbox(
+    sql,
+    { published: store.publishedUpdate, routed: store.routedUpdate },
+    sender && owner
+      ? {
+          owner: owner.id,
+          leaseMarginSeconds: config.destinations.leaseMarginSeconds,
+          room: (destinationId) => sender.room(destinationId),
+          take: (deliveries) => sender.take(deliveries),
+          due: (destinationIds) => sender.due(destinationIds),
+        }
+      : undefined,
+  )
   const worker = owner
     ? new Worker(
         {
           ...bounded(
             store,
-            [
-              'claimDue',
-              'reclaimAbandoned',
-              'markPublished',
-              'markFailed',
-              'routeAndRelease',
-              'hasDestinations',
-            ],
+            ['claimDue', 'reclaimAbandoned', 'markFailed', 'release', 'hasDestinations'],
             statementDeadlineMs,
             'postgres',
           ),
           listen: store.listen,
+        },
+        {
+          ...bounded(outbox, ['published', 'released'], statementDeadlineMs, 'postgres'),
+          withCommit: (handled, onRouted) => outbox.withCommit(handled, onRouted),
         },
         publisher,
         providers,
@@ -207,10 +215,17 @@ export async function startGateway(
           log,
           metrics,
           intakeCounts: runsApi ? () => intake.counts : undefined,
-          onFannedOut: () => sender?.wake(),
         },
       )
     : undefined
+  const intake = new Intake(store, {
+    maxBatch: config.intakeMaxBatch,
+    maxInFlight: config.intakeConcurrency,
+    timeoutMs: config.storeTimeoutMs,
+    // With both halves in one process, what intake commits goes to the worker in memory.
+    handOff: runsApi ? worker?.handOff : undefined,
+  })
+  if (worker) await outbox.start()
   await worker?.start()
   await sender?.start()
   const retention = runsWorker ? new Retention(sql, { ...config.retention, log }) : undefined
@@ -228,7 +243,6 @@ export async function startGateway(
     }),
     metrics,
     log,
-    onAccepted: worker ? () => worker.wake() : undefined,
     rejections: rejectionLog,
     rejectionLog,
     dashboard: config.adminToken
@@ -291,11 +305,17 @@ export async function startGateway(
     sender,
     redis,
     async stop() {
-      // Budget (the contract allows 10 s): in-flight requests and publishes get up to 5 s, closing 2 s.
+      // Budget (the contract allows 10 s; main.ts exits at 9): the stages below 6 s, closing 2 s.
       const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))
       server?.closeIdleConnections()
       retention?.stop()
-      await Promise.all([intake.idle(), worker?.stop(5000), sender?.stop(5000)])
+      // In order, within 6 s: intake commits its last groups, the worker publishes what they handed over and
+      // records it, the sender sends what that wrote. What a stage leaves is given back, not left claimed.
+      const deadline = performance.now() + 6000
+      const left = () => Math.max(500, deadline - performance.now())
+      await Promise.race([intake.idle(), sleep(left())])
+      await worker?.stop(left())
+      await sender?.stop(left())
       // What is still claimed was not finished: giving the number up hands it to the other gateways now.
       const ownerStopped = owner?.stop()
       // Answers to the last commits are being written; then cut keep-alive sockets a client holds open.

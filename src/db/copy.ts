@@ -1,6 +1,6 @@
 import postgres from 'postgres'
-import type { NewWebhook } from './webhooks.ts'
-import type { Sql } from './client.ts'
+import { writerName, type Sql } from './client.ts'
+import type { Claim, NewWebhook, WrittenWith } from './webhooks.ts'
 
 /**
  * Storing a group of deliveries with `COPY ... FROM STDIN (FORMAT binary)`: the body goes to Postgres as
@@ -12,6 +12,9 @@ import type { Sql } from './client.ts'
 /** The columns a delivery fills; the rest (status, attempts, ...) take their defaults. */
 const columns = 'id, provider, event_key, event_type, method, path, public_url, headers, body, received_at'
 const fieldCount = 10
+/** And, when the group is claimed for this process's worker, who holds it and until when. */
+const claimColumns = ', claimed_by, next_attempt_at'
+const claimFields = 2
 /** The signature, then no flags and no header extension. */
 const fileHeader = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)])
 /** A field count of -1 ends the data. */
@@ -32,7 +35,7 @@ interface Row {
   readonly size: number
 }
 
-function measure(webhook: NewWebhook): Row {
+function measure(webhook: NewWebhook, claimed: boolean): Row {
   const { provider, eventKey, eventType, method, path, publicUrl } = webhook
   const texts = [provider, eventKey, eventType, method, path, publicUrl]
   const textLengths = texts.map((text) => Buffer.byteLength(text))
@@ -40,18 +43,21 @@ function measure(webhook: NewWebhook): Row {
   const headersLength = Buffer.byteLength(headers)
   const fields = 16 + textLengths.reduce((sum, length) => sum + length, 0) + 1 + headersLength
   // A field count, then a length before each field; jsonb is a version byte and the JSON text.
-  const size = 2 + fieldCount * 4 + fields + webhook.body.length + 8
+  const claimBytes = claimed ? claimFields * 4 + 4 + 8 : 0
+  const size = 2 + fieldCount * 4 + fields + webhook.body.length + 8 + claimBytes
   return { webhook, texts, textLengths, headers, headersLength, size }
 }
 
-function encode(rows: readonly Row[], size: number): Buffer {
+const microsecondsSince2000 = (ms: number) => BigInt(Math.round(ms - postgresEpochMs)) * 1000n
+
+function encode(rows: readonly Row[], size: number, claim: ClaimFields | undefined): Buffer {
   const chunk = Buffer.allocUnsafe(size)
   let offset = 0
   const field = (length: number) => {
     offset = chunk.writeInt32BE(length, offset)
   }
   for (const { webhook, texts, textLengths, headers, headersLength } of rows) {
-    offset = chunk.writeInt16BE(fieldCount, offset)
+    offset = chunk.writeInt16BE(claim ? fieldCount + claimFields : fieldCount, offset)
     field(16)
     offset += chunk.write(webhook.id.replaceAll('-', ''), offset, 16, 'hex')
     texts.forEach((text, index) => {
@@ -64,28 +70,47 @@ function encode(rows: readonly Row[], size: number): Buffer {
     field(webhook.body.length)
     offset += webhook.body.copy(chunk, offset)
     field(8)
-    offset = chunk.writeBigInt64BE(BigInt(webhook.receivedAt.getTime() - postgresEpochMs) * 1000n, offset)
+    offset = chunk.writeBigInt64BE(microsecondsSince2000(webhook.receivedAt.getTime()), offset)
+    if (claim) {
+      field(4)
+      offset = chunk.writeInt32BE(claim.owner, offset)
+      field(8)
+      offset = chunk.writeBigInt64BE(claim.until, offset)
+    }
   }
   if (offset !== size) throw new Error(`copy: encoded ${offset} bytes of ${size}`)
   return chunk
 }
 
-/** The group's rows in COPY's binary format: the header, chunks of about a megabyte, the trailer. */
-export function copyChunks(webhooks: readonly NewWebhook[]): Buffer[] {
+/** A claim as COPY writes it: the owner, and the lease's end in microseconds since 2000. */
+interface ClaimFields {
+  readonly owner: number
+  readonly until: bigint
+}
+
+/**
+ * The group's rows in COPY's binary format: the header, chunks of about a megabyte, the trailer. Claimed
+ * rows carry their owner and a lease from `now` (ms), as the worker's own claims do.
+ */
+export function copyChunks(webhooks: readonly NewWebhook[], claim?: Claim, now = Date.now()): Buffer[] {
+  const fields = claim && {
+    owner: claim.owner,
+    until: microsecondsSince2000(now + claim.leaseSeconds * 1000),
+  }
   const chunks: Buffer[] = [fileHeader]
   let rows: Row[] = []
   let size = 0
   for (const webhook of webhooks) {
-    const row = measure(webhook)
+    const row = measure(webhook, fields !== undefined)
     rows.push(row)
     size += row.size
     if (size >= chunkBytes) {
-      chunks.push(encode(rows, size))
+      chunks.push(encode(rows, size, fields))
       rows = []
       size = 0
     }
   }
-  if (rows.length > 0) chunks.push(encode(rows, size))
+  if (rows.length > 0) chunks.push(encode(rows, size, fields))
   chunks.push(fileTrailer)
   return chunks
 }
@@ -101,13 +126,20 @@ export function copyChunks(webhooks: readonly NewWebhook[]): Buffer[] {
  * postgres.js 3.4 mishandles a reserved connection whose session ended (a Postgres restart) and stops
  * answering for good, where a transaction is rejected and its connection reconnects.
  */
-export async function copyWebhooks(sql: Sql, webhooks: readonly NewWebhook[]): Promise<boolean> {
+export async function copyWebhooks(
+  sql: Sql,
+  webhooks: readonly NewWebhook[],
+  claim?: Claim,
+  also?: WrittenWith,
+): Promise<boolean> {
   try {
-    await sql.begin(async (tx) => {
-      const stream = await tx.unsafe(`COPY webhooks (${columns}) FROM STDIN (FORMAT binary)`).writable()
+    const [written] = await sql.begin(async (tx) => {
+      const stream = await tx
+        .unsafe(`COPY webhooks (${columns}${claim ? claimColumns : ''}) FROM STDIN (FORMAT binary)`)
+        .writable()
       // A failed COPY destroys the stream; the query below then reports why.
       stream.on('error', () => {})
-      const chunks = copyChunks(webhooks)
+      const chunks = copyChunks(webhooks, claim)
       const last = chunks.pop()!
       for (const chunk of chunks) stream.write(chunk)
       // postgres.js takes no other query until the stream has ended (its CopyDone is sent synchronously
@@ -115,8 +147,16 @@ export async function copyWebhooks(sql: Sql, webhooks: readonly NewWebhook[]): P
       const written = new Promise<void>((resolve) => stream.write(last, () => resolve()))
       stream.end()
       await written
-      await tx`SELECT 1`
+      // The query after the COPY reports its outcome. It writes what goes with the webhooks (every one is new
+      // once COPY succeeded), or wakes the other processes' workers for unclaimed webhooks (at commit).
+      const ids = sql`SELECT unnest(${webhooks.map((webhook) => webhook.id)}::uuid[])`
+      if (also)
+        return tx`
+          WITH also AS (${also.insert(ids)}) SELECT ARRAY(SELECT id FROM also) AS also, ${also.check} AS check`
+      if (claim) return tx`SELECT 1`
+      return tx`SELECT pg_notify('webhooks_received', ${writerName(sql)})`
     })
+    also?.committed(written?.also ?? [], written?.check)
     return true
   } catch (error) {
     // Postgres answered with an error (a duplicate key, a value it refused): the group goes the slow way.

@@ -1,9 +1,7 @@
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { writerName, type Sql } from './client.ts'
-import type { CloudEvent } from '../pipeline/events.ts'
-import { liveOwners } from './owners.ts'
 import { copyWebhooks } from './copy.ts'
-import { createFanOut, type HandledWebhook } from '../destinations/fanout.ts'
+import { liveOwners } from './owners.ts'
 
 export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
 
@@ -19,7 +17,36 @@ export interface NewWebhook {
   readonly headers: Readonly<Record<string, string>>
   readonly body: Buffer
   readonly receivedAt: Date
+  /** The body as parsed when it was received, kept in memory for a worker of the same process; never stored. */
+  readonly payload?: unknown
 }
+
+/** Rows written already claimed: by the worker process `owner` (see ClaimOwner), for `leaseSeconds`. */
+export interface Claim {
+  readonly owner: number
+  readonly leaseSeconds: number
+}
+
+/** A statement's WHERE condition, given to a statement that records webhooks (see publishedUpdate). */
+export type Condition = postgres.PendingQuery<postgres.Row[]>
+/** A piece of SQL: a subquery, an expression, a condition. */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>
+
+/**
+ * Rows written with a group of webhooks, in its very statement or transaction: the deliveries of their
+ * events to destinations (destinations/fanout.ts), so that they exist, and go out, as soon as the webhooks
+ * do.
+ */
+export interface WrittenWith {
+  /** An `INSERT ... RETURNING id` of rows for the webhooks whose ids the subquery `webhookIds` yields. */
+  insert(webhookIds: Fragment): Fragment
+  /** An expression read in the same snapshot, handed back to `committed` (the destinations' version). */
+  readonly check: Fragment
+  /** Once the group is committed: the ids `insert` returned, and `check`'s value. */
+  committed(ids: readonly string[], check: unknown): void
+}
+/** An UPDATE of webhooks ending in `RETURNING id`, built around a condition the caller's statement checks. */
+export type ConditionalUpdate = (condition: Condition) => postgres.PendingQuery<postgres.Row[]>
 
 export interface StoredWebhook extends NewWebhook {
   readonly status: WebhookStatus
@@ -63,6 +90,13 @@ function toWebhook(row: postgres.Row): StoredWebhook {
   }
 }
 
+/**
+ * Bodies a group may hold and still go in with one INSERT rather than COPY. postgres.js sends an INSERT's
+ * bytea as hex text, built by copying (about 15 us of the gateway's CPU per KB); COPY sends the bytes as
+ * they are but takes four round trips (BEGIN, COPY, a query that reports its outcome, COMMIT).
+ */
+const insertMaxBodyBytes = 64 * 1024
+
 /** Bodies one claim reads at most (see claimDue). */
 const claimMaxBytes = 16 * 1024 * 1024
 
@@ -87,7 +121,6 @@ export interface WebhookCursor {
 
 /** The named queries. SQL stays SQL. */
 export function createStore(sql: Sql) {
-  const fanOut = createFanOut(sql)
   // By event id: the unique key is (provider, event_key), so without a provider each provider is probed in
   // turn (a loose index scan finds them), rather than reading the whole table for one event id.
   const keyClause = (key: string, provider: string | undefined) =>
@@ -115,24 +148,35 @@ export function createStore(sql: Sql) {
     sql,
 
     /**
-     * Stores many deliveries in one transaction (one commit for the group). Deliveries whose
-     * (provider, event key) is already stored, in the table or earlier in the same group, are duplicates
-     * and get the first delivery's id. A group with no stored duplicate goes in with COPY; otherwise a
-     * multi-row INSERT ... ON CONFLICT DO NOTHING sorts them out.
+     * Stores many deliveries in one statement (one commit for the group). Deliveries whose (provider, event
+     * key) is already stored, in the table or earlier in the same group, are duplicates and get the first
+     * delivery's id. A group whose bodies are small goes in with one INSERT ... ON CONFLICT DO NOTHING, a round
+     * trip; a larger one with COPY (its bodies as their own bytes, four round trips), unless it holds a stored
+     * duplicate, which COPY cannot skip. With `claim`, the new rows are claimed for that worker process;
+     * without, the other processes' workers are notified at commit. `also` is written with the new ones, in
+     * the same commit.
      */
-    async insertWebhooks(webhooks: readonly NewWebhook[]): Promise<InsertResult[]> {
+    async insertWebhooks(
+      webhooks: readonly NewWebhook[],
+      claim?: Claim,
+      also?: WrittenWith,
+    ): Promise<InsertResult[]> {
       const firstInGroup = new Map<string, NewWebhook>()
+      let bodyBytes = 0
       for (const webhook of webhooks) {
         const key = identity(webhook.provider, webhook.eventKey)
-        if (!firstInGroup.has(key)) firstInGroup.set(key, webhook)
+        if (firstInGroup.has(key)) continue
+        firstInGroup.set(key, webhook)
+        bodyBytes += webhook.body.length
       }
       const firsts = [...firstInGroup.values()]
-      if (await copyWebhooks(sql, firsts)) {
+      if (bodyBytes > insertMaxBodyBytes && (await copyWebhooks(sql, firsts, claim, also))) {
         return webhooks.map((webhook) => {
           const first = firstInGroup.get(identity(webhook.provider, webhook.eventKey))!
           return { id: first.id, duplicate: first !== webhook }
         })
       }
+      const claimedUntil = claim && new Date(Date.now() + claim.leaseSeconds * 1000)
       const rows = firsts.map((webhook) => ({
         id: webhook.id,
         provider: webhook.provider,
@@ -144,12 +188,20 @@ export function createStore(sql: Sql) {
         headers: webhook.headers as postgres.JSONValue,
         body: webhook.body,
         received_at: webhook.receivedAt,
+        ...(claim ? { claimed_by: claim.owner, next_attempt_at: claimedUntil! } : {}),
       }))
-      const inserted = await sql`
-        INSERT INTO webhooks ${sql(rows)}
-        ON CONFLICT (provider, event_key) DO NOTHING
-        RETURNING id`
-      const insertedIds = new Set(inserted.map((row) => row.id as string))
+      const [written] = await sql`
+        WITH inserted AS (
+          INSERT INTO webhooks ${sql(rows)}
+          ON CONFLICT (provider, event_key) DO NOTHING
+          RETURNING id
+        )
+        ${also ? sql`, also AS (${also.insert(sql`SELECT id FROM inserted`)})` : sql``}
+        SELECT ARRAY(SELECT id FROM inserted) AS ids
+          ${also ? sql`, ARRAY(SELECT id FROM also) AS also, ${also.check} AS check` : sql``}
+          ${claim ? sql`` : sql`, (SELECT pg_notify('webhooks_received', ${writerName(sql)}) WHERE EXISTS (SELECT FROM inserted))`}`
+      also?.committed(written?.also ?? [], written?.check)
+      const insertedIds = new Set<string>(written?.ids ?? [])
       const idByIdentity = new Map<string, string>()
       const existing = rows.filter((row) => !insertedIds.has(row.id))
       if (existing.length > 0) {
@@ -209,47 +261,33 @@ export function createStore(sql: Sql) {
     },
 
     /**
-     * Marks a batch of webhooks published, with the ids of the events each one produced, and fans out the
-     * events of those not yet routed to the destinations that want them, in one statement (the outbox).
+     * The UPDATE recording webhooks published, with the ids of the events each one produced: for the statement
+     * that also writes their deliveries to destinations (the outbox, destinations/fanout.ts), which applies it
+     * only under its condition.
      */
-    async markPublished(
-      published: readonly {
-        readonly id: string
-        readonly events: readonly CloudEvent[]
-        readonly routed: boolean
-      }[],
-    ): Promise<number> {
-      if (published.length === 0) return 0
-      const records = published.map((p) => ({ id: p.id, event_ids: p.events.map((event) => event.id) }))
-      const unrouted = published
-        .filter((p) => !p.routed)
-        .map((p): HandledWebhook => ({ webhookId: p.id, events: p.events }))
-      return fanOut(
-        unrouted,
-        (unchanged) => sql`
-          UPDATE webhooks AS w
-          SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
-              published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids)),
-              routed_at = coalesce(w.routed_at, now()), claimed_by = NULL
-          FROM jsonb_to_recordset(${sql.json(records as postgres.JSONValue)}) AS p(id uuid, event_ids jsonb)
-          WHERE w.id = p.id AND ${unchanged}
-          RETURNING w.id`,
-      )
+    publishedUpdate(
+      published: readonly { readonly id: string; readonly eventIds: readonly string[] }[],
+    ): ConditionalUpdate {
+      const records = published.map((p) => ({ id: p.id, event_ids: p.eventIds }))
+      return (condition) => sql`
+        UPDATE webhooks AS w
+        SET status = 'published', published_at = now(), attempts = w.attempts + 1, last_error = NULL,
+            published_event_ids = ARRAY(SELECT jsonb_array_elements_text(p.event_ids)),
+            routed_at = coalesce(w.routed_at, now()), claimed_by = NULL
+        FROM jsonb_to_recordset(${sql.json(records as postgres.JSONValue)}) AS p(id uuid, event_ids jsonb)
+        WHERE w.id = p.id AND ${condition}
+        RETURNING w.id`
     },
 
     /**
-     * Fans webhooks' events out to destinations without publishing them (the broker is away) and gives the
-     * webhooks back untouched for publishing later: HTTP delivery does not wait on RabbitMQ.
+     * The UPDATE giving webhooks back, due at once, once their events were written to destinations without
+     * being published (the broker is away): HTTP delivery does not wait on RabbitMQ.
      */
-    async routeAndRelease(handled: readonly HandledWebhook[]): Promise<number> {
-      if (handled.length === 0) return 0
-      return fanOut(
-        handled,
-        (unchanged) => sql`
-          UPDATE webhooks SET routed_at = coalesce(routed_at, now()), next_attempt_at = now(), claimed_by = NULL
-          WHERE id = ANY(${handled.map((h) => h.webhookId)}::uuid[]) AND ${unchanged}
-          RETURNING id`,
-      )
+    routedUpdate(ids: readonly string[]): ConditionalUpdate {
+      return (condition) => sql`
+        UPDATE webhooks SET routed_at = coalesce(routed_at, now()), next_attempt_at = now(), claimed_by = NULL
+        WHERE id = ANY(${ids as string[]}::uuid[]) AND ${condition}
+        RETURNING id`
     },
 
     /** Records a failed attempt: retried after `retryInSeconds`, or dead when there is none left. */
@@ -273,6 +311,13 @@ export function createStore(sql: Sql) {
           AND status IN ('pending', 'retrying') AND next_attempt_at > now()
         RETURNING id`
       return rows.length
+    },
+
+    /** Gives back, due at once, webhooks `owner` claimed and will not publish (it is stopping). */
+    async release(owner: number, ids: readonly string[]): Promise<void> {
+      await sql`
+        UPDATE webhooks SET next_attempt_at = now(), claimed_by = NULL
+        WHERE id = ANY(${ids as string[]}::uuid[]) AND claimed_by = ${owner} AND status IN ('pending', 'retrying')`
     },
 
     async get(id: string): Promise<StoredWebhook | undefined> {

@@ -1,10 +1,18 @@
 import { performance } from 'node:perf_hooks'
-import { Webhook } from 'standardwebhooks'
 import type { Dispatcher } from 'undici'
+import { Linger } from '../pipeline/linger.ts'
+import { signatureHeaders } from './signing.ts'
 import { startWakers, type Wakers } from '../pipeline/wakers.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
-import type { DeliveryAttempt, DestinationStore, DueDelivery, Outcome, RecordedOutcome } from './store.ts'
+import {
+  defaultMaxInFlight,
+  type DeliveryAttempt,
+  type DestinationStore,
+  type DueDelivery,
+  type Outcome,
+  type RecordedOutcome,
+} from './store.ts'
 
 /** An attempt made, waiting to be recorded. */
 interface Unrecorded {
@@ -17,6 +25,18 @@ interface Unrecorded {
 export const responseBodyLimit = 10 * 1024
 /** The longest Retry-After honoured; a longer one is read as this. */
 const maxRetryAfterSeconds = 24 * 3600
+/**
+ * How long attempts with the usual outcomes (delivered, or retried later) wait to be recorded together:
+ * their claim keeps the delivery from being sent again meanwhile, so at a steady trickle one statement
+ * records several. A delivery failed for good, or a 410, is recorded at once: it changes its destination.
+ */
+const attemptsLingerMs = 200
+/** Attempts recorded in one statement at most; this many are recorded at once however recent. */
+const attemptsBatch = 500
+/** Deliveries handed over and queued per slot of their destination, at least (see room). */
+const queuedPerSlot = 4
+/** Deliveries handed over and queued for one destination, at most. */
+const maxQueued = 2000
 /** Consecutive failed deliveries at which a destination is warned about (the last one also disables it). */
 const warnAt = new Set([3, 5, 10])
 
@@ -86,36 +106,6 @@ export function outcomeOf(
   return { kind: 'retry', retryInSeconds: Math.max(scheduled, asked ?? 0) }
 }
 
-/** Signers by secret: decoding a secret once, not once per request. */
-const signers = new Map<string, Webhook>()
-function signerFor(secret: string): Webhook {
-  let signer = signers.get(secret)
-  if (!signer) {
-    signer = new Webhook(secret)
-    if (signers.size > 10_000) signers.clear()
-    signers.set(secret, signer)
-  }
-  return signer
-}
-
-/**
- * The Standard Webhooks headers for one request: `webhook-id` is the CloudEvent id (the same on every
- * attempt and replay), and `webhook-signature` holds a `v1,<base64>` signature per active secret,
- * space-separated, so a receiver holding either secret verifies while one is rotated out.
- */
-export function signatureHeaders(
-  eventId: string,
-  payload: string,
-  secrets: readonly string[],
-  at: Date,
-): Record<string, string> {
-  return {
-    'webhook-id': eventId,
-    'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
-    'webhook-signature': secrets.map((secret) => signerFor(secret).sign(eventId, at, payload)).join(' '),
-  }
-}
-
 /** Reads at most `limit` bytes of an answer's body; the rest is not read (the connection is dropped). */
 async function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<string> {
   const chunks: Buffer[] = []
@@ -151,10 +141,20 @@ const describeError = (error: unknown, timeoutMs: number): string => {
  */
 export class DeliverySender {
   private readonly inFlight = new Map<string, number>()
+  /**
+   * Deliveries handed over (take) when their destination had no free slot, oldest first: sent as slots free.
+   * Each with when it was claimed: one held past half its lease is left to be claimed again instead.
+   */
+  private readonly queued = new Map<
+    string,
+    { readonly delivery: DueDelivery; readonly claimedAt: number }[]
+  >()
   /** Destinations whose last claim filled their free slots: more may be due (see claim). */
   private readonly capped = new Set<string>()
   /** Each destination's max_in_flight, as its deliveries last said. */
   private readonly limits = new Map<string, number>()
+  /** Answers from each destination in the current and the previous second (see room). */
+  private readonly answered = new Map<string, { second: number; current: number; previous: number }>()
   private total = 0
   private claiming: Promise<void> | undefined
   private again = false
@@ -164,11 +164,12 @@ export class DeliverySender {
   /** Attempts made and not yet recorded; recorded together, in one transaction per batch. */
   private unrecorded: Unrecorded[] = []
   private recording: Promise<void> | undefined
+  private readonly linger = new Linger()
 
   constructor(
     private readonly store: Pick<
       DestinationStore,
-      'claimDue' | 'reclaimAbandoned' | 'recordAttempts' | 'listen'
+      'claimDue' | 'reclaimAbandoned' | 'recordAttempts' | 'release' | 'listen'
     >,
     private readonly options: SenderOptions,
   ) {}
@@ -186,6 +187,88 @@ export class DeliverySender {
     })
     await this.wakers.listening
     this.wake()
+  }
+
+  /**
+   * How many more deliveries to `destinationId` this process takes now (the outbox claims that many for it
+   * when it writes them): its free slots, and a queue of what the destination answered in about the last
+   * second (at least a few times its limit), sent as slots free. A destination not seen yet is taken to have
+   * the usual limit.
+   */
+  room(destinationId: string): number {
+    if (this.stopped) return 0
+    const limit = this.limits.get(destinationId) ?? defaultMaxInFlight
+    const answered = this.answered.get(destinationId)
+    const perSecond = answered ? Math.max(answered.current, answered.previous) : 0
+    return Math.min(maxQueued, Math.max(queuedPerSlot * limit, limit + perSecond)) - this.busy(destinationId)
+  }
+
+  /**
+   * Deliveries to `destinationIds` were written unclaimed (no room for them here): a destination with a free
+   * slot is claimed now; one without is claimed as its slots free (it is `capped`).
+   */
+  due(destinationIds: Iterable<string>): void {
+    let claimNow = false
+    for (const destinationId of destinationIds) {
+      if (this.busy(destinationId) >= (this.limits.get(destinationId) ?? defaultMaxInFlight))
+        this.capped.add(destinationId)
+      else claimNow = true
+    }
+    if (claimNow) this.wake()
+  }
+
+  /**
+   * Deliveries claimed for this process (by the outbox as it wrote them, or by a claim): sent now, or queued
+   * for their destination's next free slot. The limit of requests in flight holds whichever way they came.
+   */
+  take(deliveries: readonly DueDelivery[]): void {
+    const claimedAt = performance.now()
+    for (const delivery of deliveries) {
+      this.limits.set(delivery.destinationId, delivery.maxInFlight)
+      // Once stopped, queued: given back at the end of the stop.
+      if (!this.stopped && this.hasSlot(delivery.destinationId)) {
+        this.dispatch(delivery)
+        continue
+      }
+      const waiting = this.queued.get(delivery.destinationId) ?? []
+      waiting.push({ delivery, claimedAt })
+      this.queued.set(delivery.destinationId, waiting)
+    }
+  }
+
+  private countAnswer(destinationId: string): void {
+    const second = Math.floor(performance.now() / 1000)
+    const answered = this.answered.get(destinationId)
+    if (!answered) this.answered.set(destinationId, { second, current: 1, previous: 0 })
+    else if (answered.second === second) answered.current += 1
+    else
+      Object.assign(answered, {
+        second,
+        previous: answered.second === second - 1 ? answered.current : 0,
+        current: 1,
+      })
+  }
+
+  /** In flight or queued here for `destinationId`. */
+  private busy(destinationId: string): number {
+    return (this.inFlight.get(destinationId) ?? 0) + (this.queued.get(destinationId)?.length ?? 0)
+  }
+
+  private hasSlot(destinationId: string): boolean {
+    const limit = this.limits.get(destinationId) ?? defaultMaxInFlight
+    return (this.inFlight.get(destinationId) ?? 0) < limit && this.total < this.options.concurrency
+  }
+
+  /** The oldest queued delivery to `destinationId` whose claim still holds, if a slot is free for it. */
+  private nextQueued(destinationId: string): DueDelivery | undefined {
+    const waiting = this.queued.get(destinationId)
+    while (waiting && waiting.length > 0 && this.hasSlot(destinationId)) {
+      const { delivery, claimedAt } = waiting.shift()!
+      if (waiting.length === 0) this.queued.delete(destinationId)
+      const leaseMs = delivery.timeoutMs + this.options.leaseMarginSeconds * 1000
+      if (performance.now() - claimedAt < leaseMs / 2) return delivery
+    }
+    return undefined
   }
 
   /** Asks for a claim of due deliveries; cheap to call often. */
@@ -214,6 +297,14 @@ export class DeliverySender {
     const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
     const finished = async () => {
       await Promise.all([wakersStopped, this.claiming, ...this.sending])
+      // Handed over and not sent: given back, due at once, for the other gateways.
+      const left = [...this.queued.values()].flat().map((item) => item.delivery.id)
+      this.queued.clear()
+      if (left.length > 0)
+        await this.store.release(this.options.claimOwner, left).catch((error: unknown) => {
+          this.options.log.warn('sender: could not give back unsent deliveries; their lease will', { error })
+        })
+      this.linger.end()
       while (this.recording) await this.recording
     }
     await Promise.race([finished(), deadline])
@@ -229,7 +320,7 @@ export class DeliverySender {
     while (!this.stopped && this.total < concurrency) {
       let claimed: DueDelivery[]
       const limit = concurrency - this.total
-      const busy = new Map(this.inFlight)
+      const busy = new Map([...this.inFlight.keys(), ...this.queued.keys()].map((id) => [id, this.busy(id)]))
       try {
         claimed = await this.store.claimDue(claimOwner, Object.fromEntries(busy), limit, leaseMarginSeconds)
       } catch (error) {
@@ -249,7 +340,8 @@ export class DeliverySender {
           else this.capped.add(destination)
         }
       }
-      for (const delivery of claimed) this.dispatch(delivery)
+      // Sent now if a slot is still free: deliveries handed over while this claim ran may have taken it.
+      this.take(claimed)
       // Short of the limit: another claim now would come back empty.
       if (claimed.length < limit) return
     }
@@ -262,12 +354,15 @@ export class DeliverySender {
     this.total += 1
     const sent: Promise<void> = this.send(delivery).finally(() => {
       this.sending.delete(sent)
+      this.countAnswer(delivery.destinationId)
       const left = (this.inFlight.get(delivery.destinationId) ?? 1) - 1
       if (left > 0) this.inFlight.set(delivery.destinationId, left)
       else this.inFlight.delete(delivery.destinationId)
       const wasFull = this.total >= concurrency
       this.total -= 1
-      if (wasFull || this.capped.has(delivery.destinationId)) this.wake()
+      const next = this.nextQueued(delivery.destinationId)
+      if (next) this.dispatch(next)
+      else if (wasFull || this.capped.has(delivery.destinationId)) this.wake()
     })
     this.sending.add(sent)
   }
@@ -285,6 +380,7 @@ export class DeliverySender {
       delivery.attempts,
     )
     this.unrecorded.push({ delivery, attempt, outcome })
+    if (!usualOutcome(outcome) || this.unrecorded.length >= attemptsBatch) this.linger.end()
     this.recording ??= this.record().finally(() => (this.recording = undefined))
   }
 
@@ -292,7 +388,10 @@ export class DeliverySender {
   private async record(): Promise<void> {
     const { log } = this.options
     while (this.unrecorded.length > 0) {
-      const batch = this.unrecorded.splice(0, 500)
+      const usual = this.unrecorded.every((item) => usualOutcome(item.outcome))
+      if (!this.stopped && usual && this.unrecorded.length < attemptsBatch)
+        await this.linger.wait(attemptsLingerMs)
+      const batch = this.unrecorded.splice(0, attemptsBatch)
       let recorded: RecordedOutcome[]
       try {
         recorded = await this.store.recordAttempts(batch)
@@ -414,6 +513,10 @@ const retryAfterHeader = (headers: DeliveryAttempt['responseHeaders']): string |
   const value = headers?.['retry-after']
   return Array.isArray(value) ? value[0] : value
 }
+
+/** Delivered, or retried later: nothing but the delivery itself changes. */
+const usualOutcome = (outcome: Outcome) =>
+  outcome.kind === 'delivered' || (outcome.kind === 'retry' && outcome.retryInSeconds !== undefined)
 
 const outcomeLabel = (outcome: Outcome) =>
   outcome.kind === 'retry' ? (outcome.retryInSeconds === undefined ? 'failed' : 'retry') : outcome.kind

@@ -373,6 +373,13 @@ export function createDestinationStore(sql: Sql) {
       }))
     },
 
+    /** Gives back, due at once, deliveries `owner` claimed and will not send (it is stopping). */
+    async release(owner: number, ids: readonly string[]): Promise<void> {
+      await sql`
+        UPDATE deliveries SET next_attempt_at = now(), claimed_by = NULL
+        WHERE id = ANY(${ids as string[]}::uuid[]) AND claimed_by = ${owner} AND status = 'pending'`
+    },
+
     /** Gives back, due at once, the deliveries claimed by owners that are gone (see Store.reclaimAbandoned). */
     async reclaimAbandoned(owner: number): Promise<number> {
       const rows = await sql`

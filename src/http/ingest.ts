@@ -14,8 +14,6 @@ export interface IngestDeps {
   readonly failedVerifications: Pick<FailedVerificationLimit, 'recordFailure'>
   readonly metrics: Metrics
   readonly log: Logger
-  /** Called after a new webhook is committed: the in-process hand-off to a worker. */
-  readonly onAccepted?: (() => void) | undefined
   /** Where refused requests are kept for operators (the last ones per provider). */
   readonly rejections?: Pick<RejectionLog, 'record'> | undefined
   /** This request's id (x-request-id), for the rejection log. */
@@ -179,8 +177,9 @@ export async function ingest(
 
   let eventKey: string
   let eventType: string
+  let payload: unknown
   try {
-    const payload = provider.parse(req)
+    payload = provider.parse(req)
     eventKey = storable(provider.eventKey(req, payload), 'event id', provider)
     eventType = storable(provider.eventType(req, payload), 'event type', provider)
   } catch (error) {
@@ -203,6 +202,7 @@ export async function ingest(
       headers: req.headers,
       body,
       receivedAt,
+      payload,
     })
   } catch (error) {
     outcome('storage_unavailable')
@@ -221,6 +221,5 @@ export async function ingest(
     receivedAt.getTime() / 1000,
   )
   log.info('accepted', { provider: provider.name, id: stored.id, eventKey, eventType })
-  deps.onAccepted?.()
   return { status: 200, body: { status: 'accepted', id: stored.id } }
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { Provider, WebhookRequest } from '../provider.ts'
 import { jsonSourceOf } from '../parse.ts'
 import { internalEvents } from './registry.ts'
-import type { StoredWebhook } from '../db/webhooks.ts'
+import type { NewWebhook } from '../db/webhooks.ts'
 
 /** A CloudEvents 1.0 JSON document as published on the exchange. */
 export interface CloudEvent {
@@ -34,7 +34,7 @@ export function eventId(provider: string, eventKey: string, name: string): strin
 export const rawRoutingKey = (provider: string, eventType: string) =>
   `raw.${provider}.${eventType.replaceAll('/', '.')}`
 
-export function requestOf(webhook: StoredWebhook): WebhookRequest {
+export function requestOf(webhook: NewWebhook): WebhookRequest {
   return {
     method: webhook.method,
     pathAndQuery: webhook.path,
@@ -57,10 +57,13 @@ export function serializeEvent(event: CloudEvent): Buffer {
   return Buffer.from(`${head.slice(0, -1)},"data":${text}}`)
 }
 
-/** The raw event and the internal events of one stored webhook, in publishing order. */
-export function eventsFor(webhook: StoredWebhook, provider: Provider): CloudEvent[] {
+/**
+ * The raw event and the internal events of one stored webhook, in publishing order. The body is parsed
+ * again unless the webhook still carries what intake parsed (the same process, just committed).
+ */
+export function eventsFor(webhook: NewWebhook, provider: Provider): CloudEvent[] {
   const req = requestOf(webhook)
-  const payload = provider.parse(req)
+  const payload = webhook.payload !== undefined ? webhook.payload : provider.parse(req)
   const envelope = (type: string, name: string, data: unknown): CloudEvent => ({
     specversion: '1.0',
     id: eventId(webhook.provider, webhook.eventKey, name),

@@ -1,4 +1,4 @@
-import type { InsertResult, NewWebhook, Store } from '../db/webhooks.ts'
+import type { Claim, InsertResult, NewWebhook, Store, WrittenWith } from '../db/webhooks.ts'
 
 interface Waiting {
   readonly webhook: NewWebhook
@@ -14,6 +14,22 @@ export interface IntakeOptions {
   readonly maxInFlight: number
   /** How long a request waits for its commit before it is answered "storage unavailable". */
   readonly timeoutMs: number
+  /** This process's worker, when it runs one: what intake commits is handed over to it (see HandOff). */
+  readonly handOff?: HandOff | undefined
+}
+
+/**
+ * The in-process hand-off to a worker: a group is written already claimed for it (the claim it asks for,
+ * if any), and once committed its new webhooks are handed over, parsed bodies and all, to be published
+ * from memory. A group written unclaimed (no claim asked for: the broker is away, or the worker is behind)
+ * wakes the worker to claim it from Postgres instead.
+ */
+export interface HandOff {
+  claim(): Claim | undefined
+  /** What to write with a claimed group, in its commit (the deliveries of its events to destinations). */
+  writeWith(webhooks: readonly NewWebhook[]): WrittenWith | undefined
+  take(webhooks: readonly NewWebhook[]): void
+  wake(): void
 }
 
 export class StorageTimeout extends Error {
@@ -108,8 +124,17 @@ export class Intake {
           ),
         this.options.timeoutMs,
       )
-      this.store.insertWebhooks(group.map((entry) => entry.webhook)).then(
-        (results) => finish(() => group.forEach((entry, index) => entry.resolve(results[index]!))),
+      const { handOff } = this.options
+      const claim = handOff?.claim()
+      const webhooks = group.map((entry) => entry.webhook)
+      const also = claim ? handOff?.writeWith(webhooks) : undefined
+      this.store.insertWebhooks(webhooks, claim, also).then(
+        (results) => {
+          finish(() => group.forEach((entry, index) => entry.resolve(results[index]!)))
+          // Even after a commit so late that its requests were answered 503: the rows are claimed.
+          if (claim) handOff?.take(webhooks.filter((_webhook, index) => !results[index]!.duplicate))
+          else if (results.some((result) => !result.duplicate)) handOff?.wake()
+        },
         (error: unknown) => finish(() => group.forEach((entry) => entry.reject(error))),
       )
     }

@@ -1,12 +1,14 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../../providers/index.ts'
-import { startWakers, type Wakers } from './wakers.ts'
-import { eventsFor, type CloudEvent } from './events.ts'
+import type { Claim, NewWebhook, Store, StoredWebhook, WrittenWith } from '../db/webhooks.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
+import { eventsFor, type CloudEvent } from './events.ts'
+import type { HandOff } from './intake.ts'
+import { Linger } from './linger.ts'
 import { BrokerUnavailable, type Publisher } from './publisher.ts'
-import type { Store, StoredWebhook } from '../db/webhooks.ts'
+import { startWakers, type Wakers } from './wakers.ts'
 
 export interface WorkerOptions {
   /** How many webhooks one claim takes and publishes side by side. */
@@ -30,14 +32,54 @@ export interface WorkerOptions {
   readonly intakeCounts?: (() => { readonly submitted: number; readonly queued: number }) | undefined
   /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
-  /** Called after deliveries to destinations were written, to wake this process's sender. */
-  readonly onFannedOut?: (() => void) | undefined
 }
 
+/** A webhook handled: its events, to be recorded published (or given back) with their fan-out. */
+export interface HandledWebhook {
+  readonly webhookId: string
+  /** Its events were written to destinations already (an earlier attempt, or while the broker was away). */
+  readonly routed: boolean
+  readonly events: readonly CloudEvent[]
+}
+
+/**
+ * Where the worker records what it did, one statement per batch, together with what else follows from it
+ * (the destinations' outbox, destinations/fanout.ts).
+ */
+export interface Recorder {
+  /** Records webhooks published, their events confirmed by RabbitMQ; fans out those not routed yet. */
+  published(handled: readonly HandledWebhook[]): Promise<void>
+  /** Fans out webhooks the broker did not take and gives them back, due at once, to be published later. */
+  released(handled: readonly HandledWebhook[]): Promise<void>
+  /**
+   * What to write with a group intake commits for this worker: the deliveries of its events, in the same
+   * statement. `onRouted` then says whether they were written (not when the destinations changed meanwhile:
+   * the record of the publish fans them out instead).
+   */
+  withCommit?(handled: readonly HandledWebhook[], onRouted: (routed: boolean) => void): WrittenWith
+}
+
+/**
+ * A webhook to publish: claimed from Postgres, or handed over by intake right after its commit (with its
+ * events, mapped before the commit).
+ */
+type Claimed = NewWebhook &
+  Pick<StoredWebhook, 'attempts' | 'routedAt'> & {
+    readonly mapped?: { readonly events: CloudEvent[] } | { readonly error: unknown } | undefined
+  }
+
 /** One webhook after a publishing attempt: published, or waiting for the broker; failures are recorded. */
-type Handled =
-  | { readonly kind: 'published'; readonly webhook: StoredWebhook; readonly events: CloudEvent[] }
-  | { readonly kind: 'waiting'; readonly webhook: StoredWebhook; readonly events: CloudEvent[] }
+type Handled = {
+  readonly kind: 'published' | 'waiting'
+  readonly webhook: Claimed
+  readonly events: CloudEvent[]
+}
+
+/** Webhooks waiting for the broker's confirms at once, at most (see drain). */
+const maxPublishing = 1024
+
+/** A published webhook whose deliveries are written: its record only marks it, and nothing waits on that. */
+const markOnly = (item: Handled) => item.kind === 'published' && item.webhook.routedAt !== null
 
 /** Received -> published: milliseconds when idle, seconds under a burst, minutes while the broker is away. */
 const lagBuckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800]
@@ -46,9 +88,22 @@ const lagBuckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800
 const publishChunk = 8
 
 /**
- * How long the worker rests after a batch: nothing unless intake is saturated (most deliveries since the
- * last batch waited for a commit slot) and the event loop was more than 80% busy since then; then long enough that the worker's batches fill `share` of the
- * time (at most 250 ms, so a webhook is never held long), leaving the rest to acknowledging deliveries.
+ * How long marks of published webhooks whose deliveries are written already wait to be recorded together:
+ * nothing waits on them (their lease keeps them from other workers), so at a steady trickle one statement
+ * takes several rather than one each.
+ */
+const marksLingerMs = 200
+/** Marks that are recorded at once however recent. */
+const marksBatch = 500
+
+/** The event loop's load is judged over windows at least this long (see holdBackUnderLoad). */
+const loadWindowMs = 500
+
+/**
+ * How long the worker rests after a batch: nothing unless intake is saturated (most deliveries waited for a
+ * commit slot) and the event loop was more than 90% busy; then long enough that the worker's batches fill
+ * `share` of the time (at most 250 ms, so a webhook is never held long), leaving the rest to acknowledging
+ * deliveries.
  */
 export function pauseAfterBatch(options: {
   readonly batchMs: number
@@ -56,33 +111,66 @@ export function pauseAfterBatch(options: {
   readonly intakeSaturated: boolean
   readonly share: number
 }): number {
-  if (!options.intakeSaturated || options.loopUtilization <= 0.8) return 0
+  if (!options.intakeSaturated || options.loopUtilization <= 0.9) return 0
   const share = Math.min(1, Math.max(0.01, options.share))
   return Math.min(250, (options.batchMs * (1 - share)) / share)
 }
 
-/** Claims stored webhooks, maps them, publishes them with confirms, and records the outcome. */
+/**
+ * Publishes stored webhooks to RabbitMQ with confirms and records the outcome. Two sources: the webhooks
+ * this process's intake has just committed, claimed for it in the same statement and handed over with their
+ * parsed bodies (take: no claim, re-read or re-parse), and claims from Postgres (retries, replays, other
+ * processes' webhooks, the claims of a process that died, a backlog intake did not hand over). Records are
+ * written one statement at a time, each taking every outcome that arrived meanwhile, while the next batch is
+ * already being published.
+ */
 export class Worker {
   private running: Promise<void> | undefined
+  /** Handed over by intake, not yet published: each with when it was claimed. */
+  private handed: { readonly webhook: Claimed; readonly claimedAt: number }[] = []
+  /** A claim from Postgres was asked for (wake). */
+  private claimWanted = false
   /** The last batch was followed by a pause for intake's sake. */
   private holdingBack = false
-  /** intakeCounts at the end of the last batch. */
-  private countsBefore = { submitted: 0, queued: 0 }
-  private again = false
+  /** The load over the last window (see holdBackUnderLoad): when it began, and what it was. */
+  private load = {
+    at: performance.now(),
+    loop: performance.eventLoopUtilization(),
+    counts: { submitted: 0, queued: 0 },
+    utilization: 0,
+    intakeSaturated: false,
+  }
   private stopped = false
   private wakers: Wakers | undefined
+  /** Outcomes not yet recorded, and the statement recording them. */
+  private unrecorded: Handled[] = []
+  private recording: Promise<void> | undefined
+  private readonly linger = new Linger()
+  /** Webhooks published and waiting for the broker's confirms. */
+  private readonly publishing = new Set<Promise<void>>()
+  /**
+   * Webhooks intake is committing: their events mapped (or the handler's error), and whether their
+   * deliveries were written with them.
+   */
+  private readonly prepared = new WeakMap<
+    NewWebhook,
+    { readonly mapped: NonNullable<Claimed['mapped']>; routed: boolean }
+  >()
+
+  /** The hand-off from this process's intake. */
+  readonly handOff: HandOff = {
+    claim: () => this.handOffClaim(),
+    writeWith: (webhooks) => this.writeWith(webhooks),
+    take: (webhooks) => this.take(webhooks),
+    wake: () => this.wake(),
+  }
 
   constructor(
     private readonly store: Pick<
       Store,
-      | 'claimDue'
-      | 'reclaimAbandoned'
-      | 'markPublished'
-      | 'markFailed'
-      | 'routeAndRelease'
-      | 'listen'
-      | 'hasDestinations'
+      'claimDue' | 'reclaimAbandoned' | 'markFailed' | 'release' | 'listen' | 'hasDestinations'
     >,
+    private readonly recorder: Recorder,
     private readonly publisher: Pick<Publisher, 'connected' | 'whenConnected' | 'publish'>,
     private readonly providers: Providers,
     private readonly options: WorkerOptions,
@@ -103,16 +191,69 @@ export class Worker {
     this.wake()
   }
 
-  /** Asks for a pass over due webhooks; cheap to call often (the in-process hand-off after a commit). */
+  /**
+   * The claim intake should write with its next group, so that its webhooks are handed over (take): only
+   * while the broker is there and what was handed over is not piling up (a saturated process leaves the rest
+   * in Postgres, for claims as the load allows).
+   */
+  handOffClaim(): Claim | undefined {
+    if (this.stopped || !this.publisher.connected) return undefined
+    if (this.handed.length >= this.options.concurrency * 4) return undefined
+    return { owner: this.options.claimOwner, leaseSeconds: this.options.leaseSeconds }
+  }
+
+  /**
+   * The events of a group intake is about to commit claimed for this worker, mapped now: what the
+   * recorder writes with the group (their deliveries), and what take() publishes. A webhook whose handler
+   * fails is left out of the deliveries; its failure is recorded as the attempt's, once committed.
+   */
+  private writeWith(webhooks: readonly NewWebhook[]): WrittenWith | undefined {
+    if (!this.recorder.withCommit) return undefined
+    const handled: HandledWebhook[] = []
+    const entries: { routed: boolean }[] = []
+    for (const webhook of webhooks) {
+      try {
+        const events = this.eventsOf(webhook)
+        const entry = { mapped: { events }, routed: false }
+        this.prepared.set(webhook, entry)
+        entries.push(entry)
+        handled.push({ webhookId: webhook.id, routed: false, events })
+      } catch (error) {
+        this.prepared.set(webhook, { mapped: { error }, routed: false })
+      }
+    }
+    return this.recorder.withCommit(handled, (routed) => entries.forEach((entry) => (entry.routed = routed)))
+  }
+
+  /** Webhooks intake committed with handOffClaim's claim: published from memory (or given back at stop). */
+  take(webhooks: readonly NewWebhook[]): void {
+    const claimedAt = performance.now()
+    for (const webhook of webhooks) {
+      const prepared = this.prepared.get(webhook)
+      this.handed.push({
+        webhook: {
+          ...webhook,
+          attempts: 0,
+          routedAt: prepared?.routed ? webhook.receivedAt : null,
+          mapped: prepared?.mapped,
+        },
+        claimedAt,
+      })
+    }
+    if (!this.stopped) this.run()
+  }
+
+  /** Asks for a claim of due webhooks; cheap to call often (a notification, the poll, a replay). */
   wake(): void {
     if (this.stopped) return
-    if (this.running) {
-      this.again = true
-      return
-    }
-    this.running = this.drain().finally(() => {
+    this.claimWanted = true
+    this.run()
+  }
+
+  private run(): void {
+    this.running ??= this.drain().finally(() => {
       this.running = undefined
-      if (this.again && !this.stopped) this.wake()
+      if (!this.stopped && (this.handed.length > 0 || this.claimWanted)) this.run()
     })
   }
 
@@ -123,77 +264,141 @@ export class Worker {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true
+    this.linger.end()
     const wakersStopped = this.wakers?.stop()
     const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
-    await Promise.race([Promise.all([wakersStopped, this.running]), deadline])
+    const finished = async () => {
+      await Promise.all([wakersStopped, this.running, ...this.publishing])
+      // Handed over and not published: given back, due at once, for the other gateways.
+      const left = this.handed.splice(0).map((item) => item.webhook.id)
+      if (left.length > 0)
+        await this.store.release(this.options.claimOwner, left).catch((error: unknown) => {
+          this.options.log.warn('worker: could not give back unpublished webhooks; their lease will', {
+            error,
+          })
+        })
+      while (this.recording) await this.recording
+    }
+    await Promise.race([finished(), deadline])
   }
 
+  /**
+   * Takes batches (handed over, or claimed) and starts publishing them, without waiting for the broker's
+   * confirms before the next batch: the confirms of persistent messages wait for RabbitMQ's disk, tens of
+   * milliseconds under load, and a worker waiting on each batch's would publish no faster than a batch per
+   * fsync. Up to `maxPublishing` webhooks wait for confirms at once; each is queued for its record as its
+   * own confirms arrive.
+   */
   private async drain(): Promise<void> {
-    const { log, concurrency, leaseSeconds, claimOwner } = this.options
-    let loop = performance.eventLoopUtilization()
     while (!this.stopped) {
       const batchStarted = performance.eventLoopUtilization()
-      this.again = false
-      if (!this.publisher.connected) {
-        // Destinations need nothing from the broker: route what is due to them meanwhile.
-        if (await this.routeWhileBrokerAway()) continue
+      const room = maxPublishing - this.publishing.size
+      if (room <= 0) {
+        await Promise.race(this.publishing)
+        continue
+      }
+      // While holding back, small batches: each one blocks the event loop for less time.
+      const limit = Math.min(room, this.holdingBack ? publishChunk : this.options.concurrency)
+      const batch = this.handed.length > 0 ? this.takeHanded(limit) : await this.claim(limit)
+      if (batch === undefined) return
+      for (let at = 0; at < batch.length; at += publishChunk) {
+        if (at > 0) await nextTurn()
+        for (const webhook of batch.slice(at, at + publishChunk)) {
+          const published: Promise<void> = this.publish(webhook).then((handled) => {
+            this.publishing.delete(published)
+            if (handled) this.record([handled])
+          })
+          this.publishing.add(published)
+        }
+      }
+      // Records lag behind (Postgres stalls): no more publishing than a few batches ahead of them.
+      while (this.unrecorded.length >= marksBatch * 2 && this.recording) await this.recording
+      // The batch's cost is the event loop's busy time while it ran, not its wall time.
+      await this.holdBackUnderLoad(performance.eventLoopUtilization(batchStarted).active)
+    }
+  }
+
+  /**
+   * Up to `limit` handed-over webhooks. One held so long that its claim may have lapsed (a stalled broker)
+   * is left to whichever worker claims it again, rather than published twice.
+   */
+  private takeHanded(limit: number): Claimed[] {
+    const fresh = performance.now() - (this.options.leaseSeconds * 1000) / 2
+    return this.handed
+      .splice(0, limit)
+      .filter((item) => item.claimedAt > fresh)
+      .map((item) => item.webhook)
+  }
+
+  /**
+   * A claim from Postgres, when one was asked for: up to `limit` due webhooks, or [] when the claim was
+   * taken up otherwise (routing while the broker is away). Undefined when there is nothing to do.
+   */
+  private async claim(limit: number): Promise<Claimed[] | undefined> {
+    const { log, leaseSeconds, claimOwner } = this.options
+    if (!this.claimWanted) return undefined
+    this.claimWanted = false
+    if (!this.publisher.connected) {
+      // Destinations need nothing from the broker: route what is due to them meanwhile.
+      if (!(await this.routeWhileBrokerAway())) {
         // Wait for the broker rather than spend attempts on webhooks that cannot be published.
         await Promise.race([
           this.publisher.whenConnected(),
           new Promise((resolve) => setTimeout(resolve, this.options.pollMs)),
         ])
-        continue
       }
-      let claimed: StoredWebhook[]
-      // While holding back, small batches: each one blocks the event loop for less time.
-      const limit = this.holdingBack ? publishChunk : concurrency
-      try {
-        claimed = await this.store.claimDue(claimOwner, limit, leaseSeconds)
-      } catch (error) {
-        log.warn('worker: cannot claim webhooks, postgres unavailable', { error })
-        return
-      }
-      if (claimed.length === 0) return
-      const publishing: Promise<Handled | undefined>[] = []
-      for (let at = 0; at < claimed.length; at += publishChunk) {
-        if (at > 0) await nextTurn()
-        for (const webhook of claimed.slice(at, at + publishChunk)) publishing.push(this.publish(webhook))
-      }
-      const handled = (await Promise.all(publishing)).filter((result) => result !== undefined)
-      await this.record(handled)
-      // The batch's cost is the event loop's busy time while it ran, not its wall time: a batch mostly
-      // waiting on the broker's confirms and Postgres took little from intake and earns no long pause.
-      loop = await this.holdBackUnderLoad(performance.eventLoopUtilization(batchStarted).active, loop)
-      // A claim short of its limit took everything due: no claim again until woken (a commit, a
-      // notification from another process, the poll), which at a steady trickle halves the claims.
-      if (claimed.length < limit && !this.again) return
+      this.claimWanted = true
+      return []
+    }
+    try {
+      const claimed = await this.store.claimDue(claimOwner, limit, leaseSeconds)
+      // A full claim may have left more due; a short one took everything (until woken again).
+      if (claimed.length === limit) this.claimWanted = true
+      return claimed.length > 0 ? claimed : undefined
+    } catch (error) {
+      log.warn('worker: cannot claim webhooks, postgres unavailable', { error })
+      return undefined
     }
   }
 
   /**
-   * Records a batch: published webhooks in one statement, with their fan-out to destinations in the same
-   * transaction; those the broker did not take are routed to destinations and given back for later.
-   * Should it fail, the leases bring them back and the same event ids go out again.
+   * Queues outcomes to be recorded: one statement at a time, each taking everything queued so far, so that
+   * records group by themselves as the rate grows. Should one fail, the leases bring its webhooks back and
+   * the same event ids go out again.
    */
-  private async record(handled: readonly Handled[]): Promise<void> {
+  private record(handled: readonly Handled[]): void {
+    if (handled.length === 0) return
+    this.unrecorded.push(...handled)
+    if (!handled.every(markOnly) || this.unrecorded.length >= marksBatch) this.linger.end()
+    this.recording ??= this.flushRecords().finally(() => (this.recording = undefined))
+  }
+
+  private async flushRecords(): Promise<void> {
     const { log } = this.options
-    const published = handled
-      .filter((item) => item.kind === 'published')
-      .map((item) => ({ id: item.webhook.id, events: item.events, routed: item.webhook.routedAt !== null }))
-    const waiting = handled
-      .filter((item) => item.kind === 'waiting')
-      .map((item) => ({ webhookId: item.webhook.id, events: item.events }))
-    const [fannedOut, routed] = await Promise.all([
-      this.store.markPublished(published).catch((error: unknown) => {
-        log.error('worker: could not record published webhooks; they will be published again', { error })
-        return 0
-      }),
-      this.store.routeAndRelease(waiting).catch((error: unknown) => {
-        log.warn('worker: could not give back webhooks the broker did not take; their lease will', { error })
-        return 0
-      }),
-    ])
-    if (fannedOut + routed > 0) this.options.onFannedOut?.()
+    while (this.unrecorded.length > 0) {
+      if (!this.stopped && this.unrecorded.length < marksBatch && this.unrecorded.every(markOnly))
+        await this.linger.wait(marksLingerMs)
+      const batch = this.unrecorded.splice(0, 1000)
+      const recordOf = (item: Handled): HandledWebhook => ({
+        webhookId: item.webhook.id,
+        routed: item.webhook.routedAt !== null,
+        events: item.events,
+      })
+      await Promise.all([
+        this.recorder
+          .published(batch.filter((item) => item.kind === 'published').map(recordOf))
+          .catch((error: unknown) => {
+            log.error('worker: could not record published webhooks; they will be published again', { error })
+          }),
+        this.recorder
+          .released(batch.filter((item) => item.kind === 'waiting').map(recordOf))
+          .catch((error: unknown) => {
+            log.warn('worker: could not give back webhooks the broker did not take; their lease will', {
+              error,
+            })
+          }),
+      ])
+    }
   }
 
   /**
@@ -212,7 +417,8 @@ export class Worker {
         const events = await this.map(webhook)
         if (events) mapped.push({ kind: 'waiting', webhook, events })
       }
-      await this.record(mapped)
+      this.record(mapped)
+      await this.recording
       return true
     } catch (error) {
       log.warn('worker: cannot route webhooks to destinations, postgres unavailable', { error })
@@ -221,32 +427,38 @@ export class Worker {
   }
 
   /**
-   * Pauses after a batch that kept the event loop busy `batchMs` while intake is saturated (see
-   * intakeCounts).
+   * Pauses after a batch that kept the event loop busy `batchMs` while the process is saturated: intake
+   * saturated (see intakeCounts) and the event loop nearly full, both over the last half second at least,
+   * so that a steady flow's bursts never hold publishing back.
    */
-  private async holdBackUnderLoad(
-    batchMs: number,
-    since: ReturnType<typeof performance.eventLoopUtilization>,
-  ): Promise<ReturnType<typeof performance.eventLoopUtilization>> {
-    const now = performance.eventLoopUtilization()
-    const counts = this.options.intakeCounts?.() ?? this.countsBefore
-    const arrived = counts.submitted - this.countsBefore.submitted
-    const waited = counts.queued - this.countsBefore.queued
+  private async holdBackUnderLoad(batchMs: number): Promise<void> {
+    const now = performance.now()
+    if (now - this.load.at >= loadWindowMs) {
+      const loop = performance.eventLoopUtilization()
+      const counts = this.options.intakeCounts?.() ?? this.load.counts
+      const arrived = counts.submitted - this.load.counts.submitted
+      const waited = counts.queued - this.load.counts.queued
+      this.load = {
+        at: now,
+        loop,
+        counts,
+        utilization: performance.eventLoopUtilization(loop, this.load.loop).utilization,
+        intakeSaturated: arrived > 0 && waited * 2 >= arrived,
+      }
+    }
     const pauseMs = pauseAfterBatch({
       batchMs,
-      loopUtilization: performance.eventLoopUtilization(now, since).utilization,
-      intakeSaturated: arrived > 0 && waited * 2 >= arrived,
+      loopUtilization: this.load.utilization,
+      intakeSaturated: this.load.intakeSaturated,
       share: this.options.shareUnderLoad ?? 0.1,
     })
-    this.countsBefore = counts
     this.holdingBack = pauseMs > 0
-    if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
     // The next window includes this pause: intake that eased during it lets the worker run at full speed.
-    return now
+    if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
   }
 
   /** Publishes one webhook's events; undefined when it failed (the failure is then already recorded). */
-  private async publish(webhook: StoredWebhook): Promise<Handled | undefined> {
+  private async publish(webhook: Claimed): Promise<Handled | undefined> {
     const { log, metrics } = this.options
     const events = await this.map(webhook)
     if (!events) return undefined
@@ -281,12 +493,18 @@ export class Worker {
     }
   }
 
+  /** A webhook's events; throws when its provider is unknown or its handler fails. */
+  private eventsOf(webhook: NewWebhook): CloudEvent[] {
+    const provider = this.providers[webhook.provider]
+    if (!provider) throw new Error(`no provider named ${webhook.provider}`)
+    return eventsFor(webhook, provider)
+  }
+
   /** A webhook's events, or undefined when its handler failed (the failure is then already recorded). */
-  private async map(webhook: StoredWebhook): Promise<CloudEvent[] | undefined> {
+  private async map(webhook: Claimed): Promise<CloudEvent[] | undefined> {
     try {
-      const provider = this.providers[webhook.provider]
-      if (!provider) throw new Error(`no provider named ${webhook.provider}`)
-      return eventsFor(webhook, provider)
+      if (webhook.mapped && 'error' in webhook.mapped) throw webhook.mapped.error
+      return webhook.mapped?.events ?? this.eventsOf(webhook)
     } catch (error) {
       await this.recordFailure(webhook, error)
       return undefined
@@ -294,7 +512,7 @@ export class Worker {
   }
 
   /** Counts a failed attempt: retried on the schedule, or dead after the last one. */
-  private async recordFailure(webhook: StoredWebhook, error: unknown): Promise<void> {
+  private async recordFailure(webhook: Claimed, error: unknown): Promise<void> {
     const { log, metrics, retryDelaysSeconds } = this.options
     const message = error instanceof Error ? error.message : String(error)
     const retryInSeconds = retryDelaysSeconds[webhook.attempts]

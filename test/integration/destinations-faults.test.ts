@@ -115,11 +115,12 @@ const startProcess = (env: Record<string, string>) => startGatewayProcess(env, d
  * when the gateway gives up on it and closes the connection.
  */
 async function deadEndpoint() {
-  const state = { received: 0, open: 0, maxOpen: 0 }
+  const state = { received: 0, open: 0, maxOpen: 0, arrivals: [] as number[] }
   const held = new Set<ServerResponse>()
   const server = createServer((req, res) => {
     req.resume()
     state.received += 1
+    state.arrivals.push(performance.now())
     state.open += 1
     state.maxOpen = Math.max(state.maxOpen, state.open)
     held.add(res)
@@ -271,9 +272,15 @@ describe('destinations under faults', () => {
     expect(new Set(paymentIds)).toEqual(new Set(events.map((event) => event.data.object.id)))
     expect(new Set(requests.map((request) => request.headers['webhook-id'])).size).toBe(20)
 
-    // The dead one is tried with its two slots, and after its first timeouts still with two at most.
-    await waitFor(() => dead.state.received >= 3, 20_000)
-    expect(dead.state.maxOpen).toBe(2)
+    // The dead one is tried with its two slots, and after its first timeouts still with two at most: never
+    // more than two requests within its 3 s timeout. (Its count of open requests can read 3 for a moment: a
+    // request the gateway gave up on is closed at the endpoint a turn after the next one arrives.)
+    await waitFor(() => dead.state.received >= 4, 20_000)
+    const { arrivals } = dead.state
+    const crowded = arrivals.filter(
+      (at) => arrivals.filter((other) => other >= at && other < at + 2500).length > 2,
+    )
+    expect(crowded).toEqual([])
   })
 
   it('takes https destinations only, unless ALLOW_HTTP_DESTINATIONS is set', async () => {

@@ -407,8 +407,11 @@ describe('/admin', () => {
       .map((m) => m.event.id)
       .sort()
 
-    const list = await json(await admin('/webhooks?provider=stripe&status=published&limit=500'))
-    expect(list.webhooks.some((w: { id: string }) => w.id === id)).toBe(true)
+    // Marked published within a fraction of a second of the broker's confirms (marks are recorded together).
+    await waitFor(async () => {
+      const list = await json(await admin('/webhooks?provider=stripe&status=published&limit=500'))
+      return list.webhooks.some((w: { id: string }) => w.id === id)
+    })
 
     const detail = await json(await admin(`/webhooks/${id}`))
     expect(detail).toMatchObject({

@@ -206,7 +206,7 @@ describe('store: claims of a gateway that is gone', () => {
     const owner = await ClaimOwner.start(database.url, silentLogger)
     try {
       await store.claimDue(owner.id, 64, 60)
-      await store.markPublished([{ id: first!.id, events: [], routed: true }])
+      await store.publishedUpdate([{ id: first!.id, eventIds: [] }])(sql`true`)
       await store.markFailed((await pending())[0]!.id, 'no', 5)
       const rows = await sql`SELECT id FROM webhooks WHERE claimed_by IS NOT NULL`
       expect(rows.map((row) => row.id)).not.toContain(first!.id)
