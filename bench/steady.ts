@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -48,6 +48,12 @@ export interface SteadyRun {
   readonly peakRssMb?: number
   /** The gateway's CPU over the window by thread (main, V8's compiler and GC workers, libuv), in ms. */
   readonly threadsMs?: Readonly<Record<string, number>>
+  /**
+   * CPU per webhook of what else shares the machine over the window, idle not subtracted: RabbitMQ (when its
+   * beam.smp is visible), the endpoint with the consumer, the load generator. The gateway's budget is what
+   * they leave.
+   */
+  readonly othersUs?: { readonly rabbitmq: number; readonly endpoint: number; readonly generator: number }
   /** With --profile: where the gateway's main thread spent the window. */
   readonly profile?: ProfileSummary
   readonly error?: string
@@ -146,7 +152,7 @@ export async function benchSteady(context: SteadyContext, rates: readonly number
   for (const rate of rates) {
     const since = mark()
     try {
-      runs.push(await runRate(context, rate, receiverUrl, withStatements))
+      runs.push(await runRate(context, rate, receiverUrl, receiver.pid, withStatements))
     } catch (error) {
       runs.push({ rate, error: (error as Error).message } as SteadyRun)
     } finally {
@@ -168,6 +174,7 @@ async function runRate(
   context: SteadyContext,
   rate: number,
   receiverUrl: string,
+  receiverPid: number,
   withStatements: boolean,
 ): Promise<SteadyRun> {
   const { settings, admin } = context
@@ -282,12 +289,14 @@ async function runRate(
   const count = Math.round(rate * seconds)
   const statementsBefore = withStatements ? await statementCalls(admin, database.name) : undefined
   const threadsBefore = threadCpuMs(gateway.pid)
+  const othersBefore = othersCpuMs(receiverPid)
   const windowStartUs = Number(process.hrtime.bigint() / 1000n)
   const before = { at: performance.now(), ...cpuNow(gateway, context.postmasterPid) }
   const measured = await load(count)
   const accepted = countOf(measured.outcomes, Outcome.accepted)
   const { seen, at } = await arrivedAll(accepted, 'the load')
   const after = cpuNow(gateway, context.postmasterPid)
+  const othersAfter = othersCpuMs(receiverPid)
   const windowEndUs = Number(process.hrtime.bigint() / 1000n)
   const threadsMs = Object.fromEntries(
     [...threadCpuMs(gateway.pid)].map(([name, ms]) => [name, ms - (threadsBefore.get(name) ?? 0)]),
@@ -354,6 +363,11 @@ async function runRate(
     },
     ...(statements ? { statements } : {}),
     threadsMs,
+    othersUs: {
+      rabbitmq: ((othersAfter.rabbitmq - othersBefore.rabbitmq) * 1000) / Math.max(1, accepted),
+      endpoint: ((othersAfter.endpoint - othersBefore.endpoint) * 1000) / Math.max(1, accepted),
+      generator: (measured.cpuMs * 1000) / Math.max(1, accepted),
+    },
     ...(profile ? { profile } : {}),
     ...(rss === undefined ? {} : { peakRssMb: rss / 2 ** 20 }),
   }
@@ -362,6 +376,21 @@ async function runRate(
 interface Observed {
   readonly distinct: number
   readonly latenciesMs: number[]
+}
+
+/** CPU so far of RabbitMQ (every beam.smp on the machine) and of the endpoint process, in ms. */
+function othersCpuMs(endpointPid: number) {
+  let rabbitmq = 0
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'latin1').trim() === 'beam.smp')
+        rabbitmq += processCpuMs(Number(entry))
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return { rabbitmq, endpoint: processCpuMs(endpointPid) }
 }
 
 function cpuNow(gateway: Child, postmasterPid: number | undefined) {
@@ -381,12 +410,12 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
     "the gateway's receipt (the CloudEvent's `time`) to the consumer's arrival and to the endpoint's answer.",
     'CPU per webhook from the first send to the last arrival, idle cost subtracted.',
     '',
-    '| rate | webhooks | ack p50 / p99 ms | -> RabbitMQ p50 / p99 / max ms | -> destination p50 / p99 / max ms | CPU/webhook gateway + Postgres | statements/webhook | idle CPU gateway + Postgres | RSS MB |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| rate | webhooks | ack p50 / p99 ms | -> RabbitMQ p50 / p99 / max ms | -> destination p50 / p99 / max ms | CPU/webhook gateway + Postgres | statements/webhook | idle CPU gateway + Postgres | RSS MB | beside: RabbitMQ, endpoint, load CPU/webhook |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ]
   for (const run of runs) {
     if (run.error) {
-      lines.push(`| ${run.rate}/s | FAILED: ${run.error.split('\n')[0]} | | | | | | | |`)
+      lines.push(`| ${run.rate}/s | FAILED: ${run.error.split('\n')[0]} | | | | | | | | |`)
       continue
     }
     const lost =
@@ -399,7 +428,8 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
         `| ${fixed(run.cpuUs.gateway, 0)} + ${fixed(run.cpuUs.postgres, 0)} us ` +
         `| ${fixed(run.statements?.perWebhook, 2)} ` +
         `| ${fixed(run.idle.gateway * 100)} % + ${fixed(run.idle.postgres === undefined ? undefined : run.idle.postgres * 100)} % ` +
-        `| ${fixed(run.peakRssMb, 0)} |`,
+        `| ${fixed(run.peakRssMb, 0)} ` +
+        `| ${run.othersUs ? `${fixed(run.othersUs.rabbitmq, 0)}, ${fixed(run.othersUs.endpoint, 0)}, ${fixed(run.othersUs.generator, 0)} us` : '-'} |`,
     )
   }
   const withTop = runs.filter((run) => run.statements && run.statements.top.length > 0)

@@ -17,8 +17,6 @@ export interface NewWebhook {
   readonly headers: Readonly<Record<string, string>>
   readonly body: Buffer
   readonly receivedAt: Date
-  /** The body as parsed when it was received, kept in memory for a worker of the same process; never stored. */
-  readonly payload?: unknown
 }
 
 /** Rows written already claimed: by the worker process `owner` (see ClaimOwner), for `leaseSeconds`. */
@@ -95,7 +93,7 @@ function toWebhook(row: postgres.Row): StoredWebhook {
  * bytea as hex text, built by copying (about 15 us of the gateway's CPU per KB); COPY sends the bytes as
  * they are but takes four round trips (BEGIN, COPY, a query that reports its outcome, COMMIT).
  */
-const insertMaxBodyBytes = 64 * 1024
+const insertMaxBodyBytes = 16 * 1024
 
 /** Bodies one claim reads at most (see claimDue). */
 const claimMaxBytes = 16 * 1024 * 1024
@@ -301,16 +299,22 @@ export function createStore(sql: Sql) {
     },
 
     /**
-     * Gives back, due at once, the webhooks claimed by owners that are gone (their lock went with their
-     * session): a killed worker's claims are published again within seconds, not when their lease ends.
+     * The safety net's look, in one statement: gives back, due at once, the webhooks claimed by owners that
+     * are gone (their lock went with their session: a killed worker's claims are published again within
+     * seconds, not when their lease ends), and says whether any webhook is due for a claim (a retry, one
+     * stored by another process whose notification was missed).
      */
-    async reclaimAbandoned(owner: number): Promise<number> {
-      const rows = await sql`
-        UPDATE webhooks SET next_attempt_at = now(), claimed_by = NULL
-        WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
-          AND status IN ('pending', 'retrying') AND next_attempt_at > now()
-        RETURNING id`
-      return rows.length
+    async reclaimAbandoned(owner: number): Promise<{ reclaimed: number; due: boolean }> {
+      const [row] = await sql`
+        WITH reclaimed AS (
+          UPDATE webhooks SET next_attempt_at = now(), claimed_by = NULL
+          WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
+            AND status IN ('pending', 'retrying') AND next_attempt_at > now()
+          RETURNING id
+        )
+        SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed,
+          EXISTS (SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()) AS due`
+      return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
     },
 
     /** Gives back, due at once, webhooks `owner` claimed and will not publish (it is stopping). */

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Sql } from '../db/client.ts'
 import type { ConditionalUpdate, Fragment, WrittenWith } from '../db/webhooks.ts'
-import { serializeEvent } from '../pipeline/events.ts'
 import type { HandledWebhook, Recorder } from '../pipeline/worker.ts'
 import { wantsEvent } from './patterns.ts'
 import type { DueDelivery } from './store.ts'
@@ -99,12 +98,12 @@ export function createOutbox(
       room.set(destination.id, left - 1)
       return left > 0
     }
-    for (const { webhookId, events } of handled) {
+    for (const { webhookId, events = [] } of handled) {
       for (const event of events) {
         let payload: string | undefined
         for (const destination of known.destinations) {
           if (!wantsEvent(destination.events, event.type)) continue
-          payload ??= serializeEvent(event).toString('utf8')
+          payload ??= event.body.toString('utf8')
           rows.push({
             id: randomUUID(),
             destination,
@@ -195,10 +194,7 @@ export function createOutbox(
     async published(handled) {
       if (handled.length === 0) return
       const update = updates.published(
-        handled.map(({ webhookId, events }) => ({
-          id: webhookId,
-          eventIds: events.map((event) => event.id),
-        })),
+        handled.map(({ webhookId, eventIds }) => ({ id: webhookId, eventIds })),
       )
       const unrouted = handled.filter((item) => !item.routed)
       // Marks alone need no look at the destinations.

@@ -107,20 +107,28 @@ export function outcomeOf(
 }
 
 /** Reads at most `limit` bytes of an answer's body; the rest is not read (the connection is dropped). */
-async function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<string> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of body) {
-    const buffer = chunk as Buffer
-    chunks.push(buffer)
-    size += buffer.length
-    if (size >= limit) {
-      body.destroy()
-      break
+function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = (error?: Error) => {
+      body.off('data', onData).off('end', onEnd).off('error', done)
+      // Destroying the rest of an answer cut short makes undici report an abort: nothing to act on.
+      body.on('error', () => {})
+      if (error) return reject(error)
+      // Postgres text holds no NUL; an answer is for reading, so it becomes U+FFFD.
+      resolve(Buffer.concat(chunks).subarray(0, limit).toString('utf8').replaceAll('\u0000', '\uFFFD'))
     }
-  }
-  // Postgres text holds no NUL; an answer is for reading, so it becomes U+FFFD.
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8').replaceAll('\u0000', '\uFFFD')
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk)
+      size += chunk.length
+      if (size < limit) return
+      done()
+      body.destroy()
+    }
+    const onEnd = () => done()
+    body.on('data', onData).on('end', onEnd).on('error', done)
+  })
 }
 
 const describeError = (error: unknown, timeoutMs: number): string => {
@@ -468,8 +476,7 @@ export class DeliverySender {
     const signal = AbortSignal.timeout(delivery.timeoutMs)
     try {
       const response = await this.options.dispatcher.request({
-        origin: new URL(delivery.url).origin,
-        path: pathOf(delivery.url),
+        ...target(delivery.url),
         method: 'POST',
         headers,
         body: delivery.payload,
@@ -504,9 +511,17 @@ export class DeliverySender {
   }
 }
 
-const pathOf = (url: string) => {
-  const parsed = new URL(url)
-  return parsed.pathname + parsed.search
+/** A destination URL as undici takes it, parsed once per URL rather than per request. */
+const targets = new Map<string, { readonly origin: string; readonly path: string }>()
+function target(url: string): { readonly origin: string; readonly path: string } {
+  let found = targets.get(url)
+  if (!found) {
+    const parsed = new URL(url)
+    found = { origin: parsed.origin, path: parsed.pathname + parsed.search }
+    if (targets.size > 10_000) targets.clear()
+    targets.set(url, found)
+  }
+  return found
 }
 
 const retryAfterHeader = (headers: DeliveryAttempt['responseHeaders']): string | undefined => {

@@ -380,14 +380,22 @@ export function createDestinationStore(sql: Sql) {
         WHERE id = ANY(${ids as string[]}::uuid[]) AND claimed_by = ${owner} AND status = 'pending'`
     },
 
-    /** Gives back, due at once, the deliveries claimed by owners that are gone (see Store.reclaimAbandoned). */
-    async reclaimAbandoned(owner: number): Promise<number> {
-      const rows = await sql`
-        UPDATE deliveries SET next_attempt_at = now(), claimed_by = NULL
-        WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
-          AND status = 'pending' AND next_attempt_at > now()
-        RETURNING id`
-      return rows.length
+    /**
+     * The safety net's look, in one statement: gives back, due at once, the deliveries claimed by owners that
+     * are gone (see Store.reclaimAbandoned), and says whether any delivery of an enabled destination is due.
+     */
+    async reclaimAbandoned(owner: number): Promise<{ reclaimed: number; due: boolean }> {
+      const [row] = await sql`
+        WITH reclaimed AS (
+          UPDATE deliveries SET next_attempt_at = now(), claimed_by = NULL
+          WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
+            AND status = 'pending' AND next_attempt_at > now()
+          RETURNING id
+        )
+        SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed,
+          EXISTS (SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+                  WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled) AS due`
+      return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
     },
 
     /**

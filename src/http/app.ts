@@ -86,8 +86,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     if (!provider || secrets.length === 0) return c.json({ error: 'not found' }, 404)
     const incoming = c.env?.incoming
     const delivery = incoming ? deliveryFromNode(incoming) : deliveryFromFetch(c.req.raw)
-    const log = deps.log.child({ requestId: c.get('requestId') })
-    const answer = await ingest({ ...deps, log, requestId: c.get('requestId') }, provider, secrets, delivery)
+    const answer = await ingest(deps, provider, secrets, delivery, c.get('requestId'))
     return c.json(answer.body, answer.status)
   })
 

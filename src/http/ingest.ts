@@ -1,7 +1,9 @@
 import { performance } from 'node:perf_hooks'
+import { Readable } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import type { Config } from '../config.ts'
 import type { FailedVerificationLimit } from './ratelimit.ts'
+import { eventsFor, outgoing, type Mapped } from '../pipeline/events.ts'
 import type { Intake } from '../pipeline/intake.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
@@ -10,14 +12,12 @@ import { MalformedWebhook, type Provider, type WebhookRequest } from '../provide
 
 export interface IngestDeps {
   readonly config: Config
-  readonly intake: Pick<Intake, 'submit'>
+  readonly intake: Pick<Intake, 'submit' | 'mapsOnReceipt'>
   readonly failedVerifications: Pick<FailedVerificationLimit, 'recordFailure'>
   readonly metrics: Metrics
   readonly log: Logger
   /** Where refused requests are kept for operators (the last ones per provider). */
   readonly rejections?: Pick<RejectionLog, 'record'> | undefined
-  /** This request's id (x-request-id), for the rejection log. */
-  readonly requestId?: string | undefined
 }
 
 /** One HTTP request as the server received it, before anything is read from its body. */
@@ -48,6 +48,7 @@ async function readBody(delivery: Delivery, limit: number): Promise<Buffer> {
   const declared = Number(delivery.headers['content-length'] ?? NaN)
   if (declared > limit) throw new BodyTooLarge()
   if (!delivery.body) return Buffer.alloc(0)
+  if (delivery.body instanceof Readable) return readStream(delivery.body, limit)
   const chunks: Uint8Array[] = []
   let size = 0
   // Leaving the loop early (the throw) ends the stream: nothing more is buffered.
@@ -57,6 +58,35 @@ async function readBody(delivery: Delivery, limit: number): Promise<Buffer> {
     chunks.push(chunk)
   }
   return Buffer.concat(chunks, size)
+}
+
+/**
+ * A Node stream's bytes, by its events: what `for await` does, without an async iterator and a promise per
+ * chunk. Over the limit, reading stops (paused, as leaving that loop leaves it): nothing more is buffered,
+ * and the answer still goes out on the connection.
+ */
+function readStream(stream: Readable, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = (error?: Error) => {
+      stream.off('data', onData).off('end', onEnd).off('error', done).off('close', onClose)
+      if (error) reject(error)
+      else resolve(Buffer.concat(chunks, size))
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength
+      if (size > limit) {
+        done(new BodyTooLarge())
+        stream.pause()
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = () => done()
+    const onClose = () => done(new Error('the request was closed before its body was read'))
+    stream.on('data', onData).on('end', onEnd).on('error', done).on('close', onClose)
+  })
 }
 
 /** Longest event id or type stored: Postgres' btree (the unique key) refuses entries over about 2.7 KB. */
@@ -122,6 +152,8 @@ export async function ingest(
   provider: Provider,
   secrets: readonly string[],
   delivery: Delivery,
+  /** This request's id (x-request-id): on its log lines and in the rejection log. */
+  requestId?: string,
 ): Promise<Answer> {
   const { log, metrics } = deps
   const started = performance.now()
@@ -145,7 +177,7 @@ export async function ingest(
       outcome: result,
       status,
       address: delivery.address,
-      requestId: deps.requestId,
+      requestId,
       reasons,
       secretsTried: secrets.length,
       headerNames: Object.keys(delivery.headers),
@@ -160,7 +192,7 @@ export async function ingest(
   } catch (error) {
     if (!(error instanceof BodyTooLarge)) throw error
     rejected('too_large', 413, [`body over the ${limit}-byte limit`])
-    log.warn('rejected: body over the limit', { provider: provider.name, limit })
+    log.warn('rejected: body over the limit', { requestId, provider: provider.name, limit })
     return { status: 413, body: { error: 'payload too large' } }
   }
   const req = toRequest(delivery, body, deps.config, receivedAt)
@@ -169,7 +201,12 @@ export async function ingest(
   if (!valid) {
     const throttled = await deps.failedVerifications.recordFailure(delivery.address)
     rejected(throttled ? 'throttled' : 'invalid_signature', throttled ? 429 : 401, reasons, body.length)
-    log.warn('rejected: invalid signature', { provider: provider.name, address: delivery.address, reasons })
+    log.warn('rejected: invalid signature', {
+      requestId,
+      provider: provider.name,
+      address: delivery.address,
+      reasons,
+    })
     return throttled
       ? { status: 429, body: { error: 'too many failed verifications' } }
       : { status: 401, body: { error: 'invalid signature' } }
@@ -185,28 +222,41 @@ export async function ingest(
   } catch (error) {
     if (!(error instanceof MalformedWebhook)) throw error
     rejected('malformed', 400, [error.message], body.length)
-    log.warn('rejected: malformed', { provider: provider.name, reason: error.message })
+    log.warn('rejected: malformed', { requestId, provider: provider.name, reason: error.message })
     return { status: 400, body: { error: error.message } }
   }
 
+  const webhook = {
+    id: randomUUID(),
+    provider: provider.name,
+    eventKey,
+    eventType,
+    method: req.method,
+    path: req.pathAndQuery,
+    publicUrl: req.publicUrl,
+    headers: req.headers,
+    body,
+    receivedAt,
+  }
+  // The events are mapped now, while the payload is at hand, for a worker in this process to publish
+  // straight after the commit; the payload is not kept (held until the commit, a large payload's objects
+  // would outlive the young generation, a cost to the collector beyond a second parse).
+  let mapped: Mapped | undefined
+  if (deps.intake.mapsOnReceipt) {
+    try {
+      mapped = { events: eventsFor(webhook, provider, payload).map(outgoing) }
+    } catch (error) {
+      mapped = { error }
+    }
+  }
+  payload = undefined
+
   let stored
   try {
-    stored = await deps.intake.submit({
-      id: randomUUID(),
-      provider: provider.name,
-      eventKey,
-      eventType,
-      method: req.method,
-      path: req.pathAndQuery,
-      publicUrl: req.publicUrl,
-      headers: req.headers,
-      body,
-      receivedAt,
-      payload,
-    })
+    stored = await deps.intake.submit({ ...webhook, mapped })
   } catch (error) {
     outcome('storage_unavailable')
-    log.error('storage unavailable: answered 503', { provider: provider.name, eventKey, error })
+    log.error('storage unavailable: answered 503', { requestId, provider: provider.name, eventKey, error })
     return { status: 503, body: { error: 'storage unavailable' } }
   }
   if (stored.duplicate) {
@@ -220,6 +270,6 @@ export async function ingest(
     { provider: provider.name },
     receivedAt.getTime() / 1000,
   )
-  log.info('accepted', { provider: provider.name, id: stored.id, eventKey, eventType })
+  log.info('accepted', { requestId, provider: provider.name, id: stored.id, eventKey, eventType })
   return { status: 200, body: { status: 'accepted', id: stored.id } }
 }

@@ -58,12 +58,34 @@ export function serializeEvent(event: CloudEvent): Buffer {
 }
 
 /**
- * The raw event and the internal events of one stored webhook, in publishing order. The body is parsed
- * again unless the webhook still carries what intake parsed (the same process, just committed).
+ * A CloudEvent ready to go out: its id, type and time, and its JSON as bytes (serializeEvent). Bytes rather
+ * than the event: held from a webhook's receipt to its publish, a large payload's objects would outlive the
+ * young generation and cost the collector more than the mapping.
  */
-export function eventsFor(webhook: NewWebhook, provider: Provider): CloudEvent[] {
+export interface OutgoingEvent {
+  readonly id: string
+  readonly type: string
+  readonly time: string
+  readonly body: Buffer
+}
+
+/** A webhook's events as mapped, or why its handler failed. */
+export type Mapped = { readonly events: readonly OutgoingEvent[] } | { readonly error: unknown }
+
+export const outgoing = (event: CloudEvent): OutgoingEvent => ({
+  id: event.id,
+  type: event.type,
+  time: event.time,
+  body: serializeEvent(event),
+})
+
+/**
+ * The raw event and the internal events of one stored webhook, in publishing order; `payload` is the body
+ * as the provider parses it, parsed here unless given.
+ */
+export function eventsFor(webhook: NewWebhook, provider: Provider, payload?: unknown): CloudEvent[] {
   const req = requestOf(webhook)
-  const payload = webhook.payload !== undefined ? webhook.payload : provider.parse(req)
+  if (payload === undefined) payload = provider.parse(req)
   const envelope = (type: string, name: string, data: unknown): CloudEvent => ({
     specversion: '1.0',
     id: eventId(webhook.provider, webhook.eventKey, name),

@@ -1,7 +1,16 @@
 import type { Claim, InsertResult, NewWebhook, Store, WrittenWith } from '../db/webhooks.ts'
+import type { Mapped } from './events.ts'
+
+/**
+ * A delivery to commit, with its events when it was mapped on receipt (a process whose worker may publish
+ * it straight after the commit): they go with the webhook to the worker, never to the database.
+ */
+export interface Received extends NewWebhook {
+  readonly mapped?: Mapped | undefined
+}
 
 interface Waiting {
-  readonly webhook: NewWebhook
+  readonly webhook: Received
   readonly resolve: (result: InsertResult) => void
   readonly reject: (error: unknown) => void
   expired: boolean
@@ -27,8 +36,8 @@ export interface IntakeOptions {
 export interface HandOff {
   claim(): Claim | undefined
   /** What to write with a claimed group, in its commit (the deliveries of its events to destinations). */
-  writeWith(webhooks: readonly NewWebhook[]): WrittenWith | undefined
-  take(webhooks: readonly NewWebhook[]): void
+  writeWith(webhooks: readonly Received[]): WrittenWith | undefined
+  take(webhooks: readonly Received[]): void
   wake(): void
 }
 
@@ -48,7 +57,9 @@ export class Intake {
   private readonly waiting: Waiting[] = []
   private inFlight = 0
   private submissions = 0
-  private queuedSubmissions = 0
+  /** Deliveries submitted and not answered yet, and their sum over every submission (see counts). */
+  private unanswered = 0
+  private unansweredSeen = 0
   private drained: (() => void) | undefined
 
   constructor(
@@ -57,32 +68,50 @@ export class Intake {
   ) {}
 
   /**
-   * How many webhooks were submitted so far, and how many of them arrived while every commit slot was busy
-   * and waited for the next group. When most wait, intake is saturated.
+   * How many webhooks were submitted so far, and the sum, over them, of how many earlier ones were still
+   * waiting for their commit when each arrived: between two readings, the second over the first is how many
+   * an arrival found ahead of it. A handful at a steady flow; dozens when deliveries arrive faster than they
+   * are committed (a burst, a saturated process).
    */
-  get counts(): { readonly submitted: number; readonly queued: number } {
-    return { submitted: this.submissions, queued: this.queuedSubmissions }
+  get counts(): { readonly submitted: number; readonly unansweredSeen: number } {
+    return { submitted: this.submissions, unansweredSeen: this.unansweredSeen }
+  }
+
+  /**
+   * Whether deliveries are mapped to their events on receipt: when this process's worker may publish them
+   * straight after their commit.
+   */
+  get mapsOnReceipt(): boolean {
+    return this.options.handOff !== undefined
   }
 
   /** Resolves once the webhook is committed (or found to be a duplicate); rejects if storage failed. */
-  submit(webhook: NewWebhook): Promise<InsertResult> {
+  submit(webhook: Received): Promise<InsertResult> {
     this.submissions++
-    if (this.inFlight >= this.options.maxInFlight) this.queuedSubmissions++
+    this.unansweredSeen += this.unanswered
+    this.unanswered++
     return new Promise((resolve, reject) => {
+      let answered = false
+      const answer = () => {
+        clearTimeout(timer)
+        if (!answered) this.unanswered--
+        answered = true
+      }
       const entry: Waiting = {
         webhook,
         expired: false,
         resolve: (result) => {
-          clearTimeout(timer)
+          answer()
           resolve(result)
         },
         reject: (error) => {
-          clearTimeout(timer)
+          answer()
           reject(error)
         },
       }
       const timer = setTimeout(() => {
         entry.expired = true
+        answer()
         reject(new StorageTimeout(`storage: no commit within ${this.options.timeoutMs} ms`))
       }, this.options.timeoutMs)
       this.waiting.push(entry)

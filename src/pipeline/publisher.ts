@@ -1,6 +1,6 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib'
 import { withDeadline } from '../ops/deadline.ts'
-import { serializeEvent, type CloudEvent } from './events.ts'
+import type { OutgoingEvent } from './events.ts'
 import type { Logger } from '../ops/log.ts'
 
 /** The broker is unreachable: nothing is wrong with the event, so no attempt is spent on it. */
@@ -71,7 +71,7 @@ export class Publisher {
   }
 
   /** Publishes persistent messages and resolves when the broker has confirmed every one. */
-  async publish(events: readonly CloudEvent[]): Promise<void> {
+  async publish(events: readonly OutgoingEvent[]): Promise<void> {
     const channel = this.channel
     if (!channel) throw new BrokerUnavailable('rabbitmq: not connected')
     // What is published on a blocked connection waits in our socket buffer: better to keep it in Postgres.
@@ -101,7 +101,7 @@ export class Publisher {
               channel.publish(
                 this.options.exchange,
                 event.type,
-                serializeEvent(event),
+                event.body,
                 {
                   persistent: true,
                   messageId: event.id,

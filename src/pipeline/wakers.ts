@@ -11,8 +11,9 @@ export interface Wakers {
 /**
  * Starts what wakes a loop that claims rows (the worker's, the sender's): a LISTEN, woken on every
  * notification, and a safety-net poll. Every `pollMs`, and once now, the poll takes back the claims of owners
- * that are gone (`reclaim`, never two at once) and wakes the loop; again when it took any back. A failed
- * reclaim is left to the claim that follows, which reports Postgres away; a failed LISTEN leaves the poll.
+ * that are gone and looks whether anything is due (`reclaim`, one statement, never two at once), and wakes
+ * the loop when something is: an idle gateway costs a statement a second per loop, not a claim too. A
+ * failed look wakes the loop anyway: its claim reports Postgres away. A failed LISTEN leaves the poll.
  */
 export function startWakers(options: {
   /** Who is woken, for the logs: "worker", "sender". */
@@ -21,7 +22,7 @@ export function startWakers(options: {
   readonly rows: string
   readonly pollMs: number
   readonly log: Logger
-  readonly reclaim: () => Promise<number>
+  readonly reclaim: () => Promise<{ readonly reclaimed: number; readonly due: boolean }>
   readonly listen: (onNotify: () => void) => Promise<{ unlisten: () => Promise<void> }>
   readonly wake: () => void
 }): Wakers {
@@ -33,20 +34,17 @@ export function startWakers(options: {
     options
       .reclaim()
       .then(
-        (count) => {
-          if (count === 0) return
-          log.warn(`${name}: took back ${rows} claimed by a gateway that is gone`, { count })
-          wake()
+        ({ reclaimed, due }) => {
+          if (reclaimed > 0)
+            log.warn(`${name}: took back ${rows} claimed by a gateway that is gone`, { count: reclaimed })
+          if (reclaimed > 0 || due) wake()
         },
-        () => {},
+        () => wake(),
       )
       .finally(() => (reclaiming = false))
   }
   reclaim()
-  const poll = setInterval(() => {
-    reclaim()
-    wake()
-  }, options.pollMs)
+  const poll = setInterval(reclaim, options.pollMs)
   const listener = options.listen(wake).catch((error: unknown) => {
     log.warn(`${name}: LISTEN failed, relying on the poll`, { error })
     return undefined

@@ -4,8 +4,8 @@ import type { Providers } from '../../providers/index.ts'
 import type { Claim, NewWebhook, Store, StoredWebhook, WrittenWith } from '../db/webhooks.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
-import { eventsFor, type CloudEvent } from './events.ts'
-import type { HandOff } from './intake.ts'
+import { eventsFor, outgoing, type Mapped, type OutgoingEvent } from './events.ts'
+import type { HandOff, Received } from './intake.ts'
 import { Linger } from './linger.ts'
 import { BrokerUnavailable, type Publisher } from './publisher.ts'
 import { startWakers, type Wakers } from './wakers.ts'
@@ -29,17 +29,22 @@ export interface WorkerOptions {
    * publishing; what it leaves is published as soon as the load eases. A flow intake keeps up with is
    * published (and sent to destinations) at once.
    */
-  readonly intakeCounts?: (() => { readonly submitted: number; readonly queued: number }) | undefined
+  readonly intakeCounts?: (() => { readonly submitted: number; readonly unansweredSeen: number }) | undefined
   /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
 }
 
-/** A webhook handled: its events, to be recorded published (or given back) with their fan-out. */
+/** A webhook handled, to be recorded published (or given back) with its fan-out. */
 export interface HandledWebhook {
   readonly webhookId: string
-  /** Its events were written to destinations already (an earlier attempt, or while the broker was away). */
+  /** Its events were written to destinations already (at its commit, an earlier attempt, or while the broker was away). */
   readonly routed: boolean
-  readonly events: readonly CloudEvent[]
+  readonly eventIds: readonly string[]
+  /**
+   * Its events, while they are still to be fanned out (not routed). Nothing else holds on to them: kept for
+   * the length of a linger, a large payload's objects would outlive the young generation.
+   */
+  readonly events?: readonly OutgoingEvent[]
 }
 
 /**
@@ -61,25 +66,32 @@ export interface Recorder {
 
 /**
  * A webhook to publish: claimed from Postgres, or handed over by intake right after its commit (with its
- * events, mapped before the commit).
+ * events, mapped on receipt).
  */
-type Claimed = NewWebhook &
-  Pick<StoredWebhook, 'attempts' | 'routedAt'> & {
-    readonly mapped?: { readonly events: CloudEvent[] } | { readonly error: unknown } | undefined
-  }
+type Claimed = Received & Pick<StoredWebhook, 'attempts' | 'routedAt'>
 
 /** One webhook after a publishing attempt: published, or waiting for the broker; failures are recorded. */
-type Handled = {
-  readonly kind: 'published' | 'waiting'
-  readonly webhook: Claimed
-  readonly events: CloudEvent[]
+type Handled = { readonly kind: 'published' | 'waiting'; readonly record: HandledWebhook }
+
+/** What is kept of a webhook handled until it is recorded: its events only when they are still to be routed. */
+const handled = (kind: Handled['kind'], webhook: Claimed, events: readonly OutgoingEvent[]): Handled => {
+  const routed = webhook.routedAt !== null
+  return {
+    kind,
+    record: {
+      webhookId: webhook.id,
+      routed,
+      eventIds: events.map((event) => event.id),
+      ...(routed ? {} : { events }),
+    },
+  }
 }
 
 /** Webhooks waiting for the broker's confirms at once, at most (see drain). */
 const maxPublishing = 1024
 
 /** A published webhook whose deliveries are written: its record only marks it, and nothing waits on that. */
-const markOnly = (item: Handled) => item.kind === 'published' && item.webhook.routedAt !== null
+const markOnly = (item: Handled) => item.kind === 'published' && item.record.routed
 
 /** Received -> published: milliseconds when idle, seconds under a burst, minutes while the broker is away. */
 const lagBuckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800]
@@ -98,22 +110,33 @@ const marksBatch = 500
 
 /** The event loop's load is judged over windows at least this long (see holdBackUnderLoad). */
 const loadWindowMs = 500
+/**
+ * Deliveries an arrival finds waiting for their commit, on average, from which intake counts as saturated:
+ * a steady flow the process keeps up with finds a few (its rate times a commit's few milliseconds).
+ */
+const saturatedAhead = 16
 
 /**
- * How long the worker rests after a batch: nothing unless intake is saturated (most deliveries waited for a
- * commit slot) and the event loop was more than 90% busy; then long enough that the worker's batches fill
- * `share` of the time (at most 250 ms, so a webhook is never held long), leaving the rest to acknowledging
- * deliveries.
+ * How long the worker rests after a batch: nothing unless intake is saturated (deliveries arrive faster than
+ * they are committed) and the event loop was more than 80% busy; then long enough that the worker's batches
+ * fill at most `share` of the time and publish at most `share` of the arrivals (the broker's work competes
+ * for the machine too), at most 250 ms so a webhook is never held long. The rest goes to acknowledging
+ * deliveries; what is left is published once the load eases.
  */
 export function pauseAfterBatch(options: {
   readonly batchMs: number
+  readonly batchSize: number
+  readonly arrivalsPerSecond: number
   readonly loopUtilization: number
   readonly intakeSaturated: boolean
   readonly share: number
 }): number {
-  if (!options.intakeSaturated || options.loopUtilization <= 0.9) return 0
+  if (!options.intakeSaturated || options.loopUtilization <= 0.8) return 0
   const share = Math.min(1, Math.max(0.01, options.share))
-  return Math.min(250, (options.batchMs * (1 - share)) / share)
+  const forTime = (options.batchMs * (1 - share)) / share
+  const forRate =
+    options.arrivalsPerSecond > 0 ? (options.batchSize * 1000) / (share * options.arrivalsPerSecond) : 0
+  return Math.min(250, Math.max(forTime, forRate))
 }
 
 /**
@@ -136,9 +159,10 @@ export class Worker {
   private load = {
     at: performance.now(),
     loop: performance.eventLoopUtilization(),
-    counts: { submitted: 0, queued: 0 },
+    counts: { submitted: 0, unansweredSeen: 0 },
     utilization: 0,
     intakeSaturated: false,
+    arrivalsPerSecond: 0,
   }
   private stopped = false
   private wakers: Wakers | undefined
@@ -148,14 +172,8 @@ export class Worker {
   private readonly linger = new Linger()
   /** Webhooks published and waiting for the broker's confirms. */
   private readonly publishing = new Set<Promise<void>>()
-  /**
-   * Webhooks intake is committing: their events mapped (or the handler's error), and whether their
-   * deliveries were written with them.
-   */
-  private readonly prepared = new WeakMap<
-    NewWebhook,
-    { readonly mapped: NonNullable<Claimed['mapped']>; routed: boolean }
-  >()
+  /** Webhooks intake is committing, and whether their deliveries were written with them. */
+  private readonly routedAtCommit = new WeakMap<Received, { routed: boolean }>()
 
   /** The hand-off from this process's intake. */
   readonly handOff: HandOff = {
@@ -193,50 +211,47 @@ export class Worker {
 
   /**
    * The claim intake should write with its next group, so that its webhooks are handed over (take): only
-   * while the broker is there and what was handed over is not piling up (a saturated process leaves the rest
-   * in Postgres, for claims as the load allows).
+   * while the broker is there, the worker is not holding back for intake, and what was handed over is not
+   * piling up (a saturated process leaves the rest in Postgres, for claims as the load allows).
    */
   handOffClaim(): Claim | undefined {
-    if (this.stopped || !this.publisher.connected) return undefined
+    if (this.stopped || this.holdingBack || !this.publisher.connected) return undefined
     if (this.handed.length >= this.options.concurrency * 4) return undefined
     return { owner: this.options.claimOwner, leaseSeconds: this.options.leaseSeconds }
   }
 
   /**
-   * The events of a group intake is about to commit claimed for this worker, mapped now: what the
-   * recorder writes with the group (their deliveries), and what take() publishes. A webhook whose handler
-   * fails is left out of the deliveries; its failure is recorded as the attempt's, once committed.
+   * What the recorder writes with a group intake is about to commit claimed for this worker: the deliveries
+   * of the events mapped on receipt. A webhook whose handler failed is left out; its failure is recorded as
+   * its attempt's, once committed.
    */
-  private writeWith(webhooks: readonly NewWebhook[]): WrittenWith | undefined {
+  private writeWith(webhooks: readonly Received[]): WrittenWith | undefined {
     if (!this.recorder.withCommit) return undefined
-    const handled: HandledWebhook[] = []
+    const records: HandledWebhook[] = []
     const entries: { routed: boolean }[] = []
     for (const webhook of webhooks) {
-      try {
-        const events = this.eventsOf(webhook)
-        const entry = { mapped: { events }, routed: false }
-        this.prepared.set(webhook, entry)
-        entries.push(entry)
-        handled.push({ webhookId: webhook.id, routed: false, events })
-      } catch (error) {
-        this.prepared.set(webhook, { mapped: { error }, routed: false })
-      }
+      if (!webhook.mapped || !('events' in webhook.mapped)) continue
+      const entry = { routed: false }
+      this.routedAtCommit.set(webhook, entry)
+      entries.push(entry)
+      const { events } = webhook.mapped
+      records.push({
+        webhookId: webhook.id,
+        routed: false,
+        eventIds: events.map((event) => event.id),
+        events,
+      })
     }
-    return this.recorder.withCommit(handled, (routed) => entries.forEach((entry) => (entry.routed = routed)))
+    return this.recorder.withCommit(records, (routed) => entries.forEach((entry) => (entry.routed = routed)))
   }
 
   /** Webhooks intake committed with handOffClaim's claim: published from memory (or given back at stop). */
-  take(webhooks: readonly NewWebhook[]): void {
+  take(webhooks: readonly Received[]): void {
     const claimedAt = performance.now()
     for (const webhook of webhooks) {
-      const prepared = this.prepared.get(webhook)
+      const routed = this.routedAtCommit.get(webhook)?.routed === true
       this.handed.push({
-        webhook: {
-          ...webhook,
-          attempts: 0,
-          routedAt: prepared?.routed ? webhook.receivedAt : null,
-          mapped: prepared?.mapped,
-        },
+        webhook: { ...webhook, attempts: 0, routedAt: routed ? webhook.receivedAt : null },
         claimedAt,
       })
     }
@@ -314,7 +329,7 @@ export class Worker {
       // Records lag behind (Postgres stalls): no more publishing than a few batches ahead of them.
       while (this.unrecorded.length >= marksBatch * 2 && this.recording) await this.recording
       // The batch's cost is the event loop's busy time while it ran, not its wall time.
-      await this.holdBackUnderLoad(performance.eventLoopUtilization(batchStarted).active)
+      await this.holdBackUnderLoad(performance.eventLoopUtilization(batchStarted).active, batch.length)
     }
   }
 
@@ -379,11 +394,7 @@ export class Worker {
       if (!this.stopped && this.unrecorded.length < marksBatch && this.unrecorded.every(markOnly))
         await this.linger.wait(marksLingerMs)
       const batch = this.unrecorded.splice(0, 1000)
-      const recordOf = (item: Handled): HandledWebhook => ({
-        webhookId: item.webhook.id,
-        routed: item.webhook.routedAt !== null,
-        events: item.events,
-      })
+      const recordOf = (item: Handled) => item.record
       await Promise.all([
         this.recorder
           .published(batch.filter((item) => item.kind === 'published').map(recordOf))
@@ -415,7 +426,7 @@ export class Worker {
       const mapped: Handled[] = []
       for (const webhook of claimed) {
         const events = await this.map(webhook)
-        if (events) mapped.push({ kind: 'waiting', webhook, events })
+        if (events) mapped.push(handled('waiting', webhook, events))
       }
       this.record(mapped)
       await this.recording
@@ -431,23 +442,40 @@ export class Worker {
    * saturated (see intakeCounts) and the event loop nearly full, both over the last half second at least,
    * so that a steady flow's bursts never hold publishing back.
    */
-  private async holdBackUnderLoad(batchMs: number): Promise<void> {
+  private async holdBackUnderLoad(batchMs: number, batchSize: number): Promise<void> {
     const now = performance.now()
     if (now - this.load.at >= loadWindowMs) {
       const loop = performance.eventLoopUtilization()
       const counts = this.options.intakeCounts?.() ?? this.load.counts
       const arrived = counts.submitted - this.load.counts.submitted
-      const waited = counts.queued - this.load.counts.queued
+      const ahead = arrived > 0 ? (counts.unansweredSeen - this.load.counts.unansweredSeen) / arrived : 0
       this.load = {
         at: now,
         loop,
         counts,
         utilization: performance.eventLoopUtilization(loop, this.load.loop).utilization,
-        intakeSaturated: arrived > 0 && waited * 2 >= arrived,
+        intakeSaturated: ahead >= saturatedAhead,
+        arrivalsPerSecond: (arrived * 1000) / (now - this.load.at),
       }
+      if (process.env.DEBUG_LOAD)
+        (process as any).getBuiltinModule('node:fs').appendFileSync(
+          process.env.DEBUG_LOAD,
+          'LOAD ' +
+            JSON.stringify({
+              util: this.load.utilization.toFixed(2),
+              arrived,
+              ahead: ahead.toFixed(1),
+              handed: this.handed.length,
+              publishing: this.publishing.size,
+              unrecorded: this.unrecorded.length,
+            }) +
+            '\n',
+        )
     }
     const pauseMs = pauseAfterBatch({
       batchMs,
+      batchSize,
+      arrivalsPerSecond: this.load.arrivalsPerSecond,
       loopUtilization: this.load.utilization,
       intakeSaturated: this.load.intakeSaturated,
       share: this.options.shareUnderLoad ?? 0.1,
@@ -478,7 +506,7 @@ export class Worker {
         lagBuckets,
       )
       log.debug('published', { id: webhook.id, events: events.map((event) => event.type) })
-      return { kind: 'published', webhook, events }
+      return handled('published', webhook, events)
     } catch (error) {
       metrics.count('events_publish_failures_total', 'Publishing attempts the broker did not confirm', {
         provider: webhook.provider,
@@ -486,29 +514,30 @@ export class Worker {
       })
       if (error instanceof BrokerUnavailable) {
         log.warn('worker: broker unavailable, webhook waits', { id: webhook.id, error })
-        return { kind: 'waiting', webhook, events }
+        return handled('waiting', webhook, events)
       }
       await this.recordFailure(webhook, error)
       return undefined
     }
   }
 
-  /** A webhook's events; throws when its provider is unknown or its handler fails. */
-  private eventsOf(webhook: NewWebhook): CloudEvent[] {
-    const provider = this.providers[webhook.provider]
-    if (!provider) throw new Error(`no provider named ${webhook.provider}`)
-    return eventsFor(webhook, provider)
-  }
-
-  /** A webhook's events, or undefined when its handler failed (the failure is then already recorded). */
-  private async map(webhook: Claimed): Promise<CloudEvent[] | undefined> {
+  /** A webhook's events (mapped on receipt, or now), or undefined when its handler failed (then recorded). */
+  private async map(webhook: Claimed): Promise<readonly OutgoingEvent[] | undefined> {
     try {
-      if (webhook.mapped && 'error' in webhook.mapped) throw webhook.mapped.error
-      return webhook.mapped?.events ?? this.eventsOf(webhook)
+      const mapped: Mapped = webhook.mapped ?? { events: this.eventsOf(webhook) }
+      if ('error' in mapped) throw mapped.error
+      return mapped.events
     } catch (error) {
       await this.recordFailure(webhook, error)
       return undefined
     }
+  }
+
+  /** A webhook's events, mapped from its stored body; throws when its provider is unknown or its handler fails. */
+  private eventsOf(webhook: NewWebhook): OutgoingEvent[] {
+    const provider = this.providers[webhook.provider]
+    if (!provider) throw new Error(`no provider named ${webhook.provider}`)
+    return eventsFor(webhook, provider).map(outgoing)
   }
 
   /** Counts a failed attempt: retried on the schedule, or dead after the last one. */

@@ -164,11 +164,13 @@ describe('store: claims of a gateway that is gone', () => {
       expect(await store.claimDue(dying.id, 64, 60)).toHaveLength(2)
       expect(await due()).toBe(0)
       // While its owner holds its lock, a claim is left alone; an owner never takes back its own.
-      expect(await store.reclaimAbandoned(alive.id)).toBe(0)
+      expect(await store.reclaimAbandoned(alive.id)).toEqual({ reclaimed: 0, due: false })
       await dying.stop()
-      expect(await store.reclaimAbandoned(dying.id)).toBe(0)
-      expect(await store.reclaimAbandoned(alive.id)).toBe(2)
+      expect((await store.reclaimAbandoned(dying.id)).reclaimed).toBe(0)
+      expect((await store.reclaimAbandoned(alive.id)).reclaimed).toBe(2)
       expect(await due()).toBe(2)
+      // Due now: the next look says so, and the poll wakes the worker to claim them.
+      expect(await store.reclaimAbandoned(alive.id)).toEqual({ reclaimed: 0, due: true })
       const [row] = await sql`SELECT count(*)::int AS count FROM webhooks WHERE claimed_by IS NOT NULL`
       expect(row!.count).toBe(0)
     } finally {
@@ -193,7 +195,7 @@ describe('store: claims of a gateway that is gone', () => {
           WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid AND granted`
         return row!.count === 1
       }, 5000)
-      expect(await store.reclaimAbandoned(other.id)).toBe(0)
+      expect((await store.reclaimAbandoned(other.id)).reclaimed).toBe(0)
       expect(await due()).toBe(0)
     } finally {
       await owner.stop()

@@ -55,24 +55,24 @@ describe('Intake (group commit)', () => {
     expect((await Promise.all(rest)).map((r) => r.id)).toEqual(['id-b', 'id-c', 'id-d'])
   })
 
-  it('counts as queued only the requests that found every commit slot busy', async () => {
+  it('counts, for each arrival, the deliveries still waiting for their commit ahead of it', async () => {
     const store = controlledStore()
     const intake = new Intake(store, { maxBatch: 100, maxInFlight: 2, timeoutMs: 10_000 })
     const first = intake.submit(webhook('a'))
     const second = intake.submit(webhook('b'))
-    expect(intake.counts).toEqual({ submitted: 2, queued: 0 })
+    expect(intake.counts).toEqual({ submitted: 2, unansweredSeen: 1 })
     const third = intake.submit(webhook('c'))
-    expect(intake.counts).toEqual({ submitted: 3, queued: 1 })
+    expect(intake.counts).toEqual({ submitted: 3, unansweredSeen: 3 })
     store.groups[0]!.finish()
     store.groups[1]!.finish()
     await Promise.all([first, second])
     store.groups[2]!.finish()
     await third
-    // A steady trickle that always finds a free slot never counts.
+    // A steady trickle, each one committed before the next arrives, finds none ahead.
     const fourth = intake.submit(webhook('d'))
     store.groups[3]!.finish()
     await fourth
-    expect(intake.counts).toEqual({ submitted: 4, queued: 1 })
+    expect(intake.counts).toEqual({ submitted: 4, unansweredSeen: 3 })
   })
 
   it('caps a group at maxBatch and runs up to maxInFlight groups at once', async () => {
