@@ -457,20 +457,6 @@ export class Worker {
         intakeSaturated: ahead >= saturatedAhead,
         arrivalsPerSecond: (arrived * 1000) / (now - this.load.at),
       }
-      if (process.env.DEBUG_LOAD)
-        (process as any).getBuiltinModule('node:fs').appendFileSync(
-          process.env.DEBUG_LOAD,
-          'LOAD ' +
-            JSON.stringify({
-              util: this.load.utilization.toFixed(2),
-              arrived,
-              ahead: ahead.toFixed(1),
-              handed: this.handed.length,
-              publishing: this.publishing.size,
-              unrecorded: this.unrecorded.length,
-            }) +
-            '\n',
-        )
     }
     const pauseMs = pauseAfterBatch({
       batchMs,
