@@ -80,7 +80,7 @@ const schema = z.object({
   DATABASE_POOL_SIZE: int(10),
   DATABASE_STATEMENT_TIMEOUT_MS: int(30_000),
   INTAKE_MAX_BATCH: int(500),
-  INTAKE_CONCURRENCY: int(2),
+  INTAKE_CONCURRENCY: int(1),
   STORE_TIMEOUT_MS: int(4000),
   DESTINATIONS_FILE: z.string().optional(),
   ALLOW_HTTP_DESTINATIONS: flag,

@@ -108,7 +108,7 @@ const marksLingerMs = 200
 /** Marks that are recorded at once however recent. */
 const marksBatch = 500
 
-/** The event loop's load is judged over windows at least this long (see holdBackUnderLoad). */
+/** Intake's load is judged over windows at least this long (see holdBackUnderLoad). */
 const loadWindowMs = 500
 /**
  * Deliveries an arrival finds waiting for their commit, on average, from which intake counts as saturated:
@@ -118,20 +118,19 @@ const saturatedAhead = 16
 
 /**
  * How long the worker rests after a batch: nothing unless intake is saturated (deliveries arrive faster than
- * they are committed) and the event loop was more than 80% busy; then long enough that the worker's batches
- * fill at most `share` of the time and publish at most `share` of the arrivals (the broker's work competes
- * for the machine too), at most 250 ms so a webhook is never held long. The rest goes to acknowledging
- * deliveries; what is left is published once the load eases.
+ * they are committed); then long enough that the worker's batches fill at most `share` of the event loop's
+ * time and publish at most `share` of the arrivals (the broker's work competes for the machine too), at most
+ * 250 ms so a webhook is never held long. The rest goes to acknowledging deliveries; what is left is
+ * published once the load eases.
  */
 export function pauseAfterBatch(options: {
   readonly batchMs: number
   readonly batchSize: number
   readonly arrivalsPerSecond: number
-  readonly loopUtilization: number
   readonly intakeSaturated: boolean
   readonly share: number
 }): number {
-  if (!options.intakeSaturated || options.loopUtilization <= 0.8) return 0
+  if (!options.intakeSaturated) return 0
   const share = Math.min(1, Math.max(0.01, options.share))
   const forTime = (options.batchMs * (1 - share)) / share
   const forRate =
@@ -158,9 +157,7 @@ export class Worker {
   /** The load over the last window (see holdBackUnderLoad): when it began, and what it was. */
   private load = {
     at: performance.now(),
-    loop: performance.eventLoopUtilization(),
     counts: { submitted: 0, unansweredSeen: 0 },
-    utilization: 0,
     intakeSaturated: false,
     arrivalsPerSecond: 0,
   }
@@ -211,12 +208,12 @@ export class Worker {
 
   /**
    * The claim intake should write with its next group, so that its webhooks are handed over (take): only
-   * while the broker is there, the worker is not holding back for intake, and what was handed over is not
-   * piling up (a saturated process leaves the rest in Postgres, for claims as the load allows).
+   * while the broker is there and what was handed over is not piling up (16 claims' worth: a burst that
+   * outlasts that leaves the rest in Postgres, for claims as the load allows).
    */
   handOffClaim(): Claim | undefined {
-    if (this.stopped || this.holdingBack || !this.publisher.connected) return undefined
-    if (this.handed.length >= this.options.concurrency * 4) return undefined
+    if (this.stopped || !this.publisher.connected) return undefined
+    if (this.handed.length >= this.options.concurrency * 16) return undefined
     return { owner: this.options.claimOwner, leaseSeconds: this.options.leaseSeconds }
   }
 
@@ -438,22 +435,19 @@ export class Worker {
   }
 
   /**
-   * Pauses after a batch that kept the event loop busy `batchMs` while the process is saturated: intake
-   * saturated (see intakeCounts) and the event loop nearly full, both over the last half second at least,
-   * so that a steady flow's bursts never hold publishing back.
+   * Pauses after a batch that kept the event loop busy `batchMs` while intake is saturated (see
+   * intakeCounts), judged over the last half second at least, so that a steady flow's bursts never hold
+   * publishing back.
    */
   private async holdBackUnderLoad(batchMs: number, batchSize: number): Promise<void> {
     const now = performance.now()
     if (now - this.load.at >= loadWindowMs) {
-      const loop = performance.eventLoopUtilization()
       const counts = this.options.intakeCounts?.() ?? this.load.counts
       const arrived = counts.submitted - this.load.counts.submitted
       const ahead = arrived > 0 ? (counts.unansweredSeen - this.load.counts.unansweredSeen) / arrived : 0
       this.load = {
         at: now,
-        loop,
         counts,
-        utilization: performance.eventLoopUtilization(loop, this.load.loop).utilization,
         intakeSaturated: ahead >= saturatedAhead,
         arrivalsPerSecond: (arrived * 1000) / (now - this.load.at),
       }
@@ -462,7 +456,6 @@ export class Worker {
       batchMs,
       batchSize,
       arrivalsPerSecond: this.load.arrivalsPerSecond,
-      loopUtilization: this.load.utilization,
       intakeSaturated: this.load.intakeSaturated,
       share: this.options.shareUnderLoad ?? 0.1,
     })

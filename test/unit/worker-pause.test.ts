@@ -6,7 +6,6 @@ describe('pauseAfterBatch', () => {
     batchMs: 10,
     batchSize: 8,
     arrivalsPerSecond: 0,
-    loopUtilization: 0.95,
     intakeSaturated: true,
     share: 0.2,
   }
@@ -23,10 +22,6 @@ describe('pauseAfterBatch', () => {
 
   it('does not pause while intake keeps up (draining after a burst, or a steady flow)', () => {
     expect(pauseAfterBatch({ ...busy, intakeSaturated: false })).toBe(0)
-  })
-
-  it('does not pause while the event loop has room (moderate traffic)', () => {
-    expect(pauseAfterBatch({ ...busy, loopUtilization: 0.5 })).toBe(0)
   })
 
   it('pauses at most 250 ms, and a share of 1 never pauses', () => {
