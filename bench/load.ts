@@ -26,20 +26,24 @@ export interface WireRequest {
   readonly body: Buffer
 }
 
-export interface LoadOptions {
+/** What every load needs: where to send, and how to build and judge each request. */
+interface Target {
   readonly host: string
   readonly port: number
-  readonly connections: number
-  /** No request starts after this long; those in flight finish (or time out). */
-  readonly durationMs: number
-  /** No more than this many requests are sent, whatever the time. */
-  readonly maxRequests: number
-  /** A request with no complete answer after this long counts as a transport error; its connection is replaced. */
+  /** A request with no complete answer after this long counts as a transport error. */
   readonly requestTimeoutMs: number
   /** Builds request number `index` (0, 1, 2... in the order sent). */
   readonly request: (index: number) => WireRequest
   /** Whether a 2xx answer's body means "accepted"; by default every 2xx does. */
   readonly isAccepted?: (body: string) => boolean
+}
+
+export interface LoadOptions extends Target {
+  readonly connections: number
+  /** No request starts after this long; those in flight finish (or time out). */
+  readonly durationMs: number
+  /** No more than this many requests are sent, whatever the time. */
+  readonly maxRequests: number
 }
 
 export interface LoadResult {
@@ -274,16 +278,11 @@ export function countOf(outcomes: Uint8Array, outcome: number): number {
   return count
 }
 
-export interface OpenLoopOptions {
-  readonly host: string
-  readonly port: number
+export interface OpenLoopOptions extends Target {
   /** Requests a second, each sent at its time whatever the answers to the earlier ones. */
   readonly rate: number
   /** How many requests in all. */
   readonly count: number
-  readonly requestTimeoutMs: number
-  readonly request: (index: number) => WireRequest
-  readonly isAccepted?: (body: string) => boolean
   /** Most connections open at once; a request due when all are busy and this many are open waits. */
   readonly maxConnections?: number
 }

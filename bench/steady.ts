@@ -9,7 +9,7 @@ import { defer, mark, unwind } from './cleanup.ts'
 import { freePort, startServer, stopServer, waitHealthy, type Child } from './child.ts'
 import { countOf, Outcome, quantile, runOpenLoop } from './load.ts'
 import { peakRssBytes, processCpuMs, postgresCpuMs, threadCpuMs } from './measure.ts'
-import type { Settings } from './options.ts'
+import type { DestinationsContext } from './destinations.ts'
 import { summarizeProfiles, type ProfileSummary } from './profile.ts'
 import { stripePaymentIntent, type Secrets } from './payloads.ts'
 import { createDatabase, deleteExchange, deleteRedisPrefix, services, uniqueName } from './resources.ts'
@@ -79,16 +79,8 @@ export interface StatementCount {
   readonly query: string
 }
 
-export interface SteadyContext {
-  readonly settings: Settings
-  readonly gatewayDir: string
-  readonly root: string
-  readonly admin: postgres.Sql
-  readonly postmasterPid: number | undefined
-  readonly secrets: Secrets
-  readonly logDir: string
-  readonly baseEnv: (port: number) => Record<string, string>
-}
+/** What the section needs from the bench: the same as the destinations section. */
+export type SteadyContext = DestinationsContext
 
 const host = '127.0.0.1'
 /** Each rate sends for the run's duration, and at least this many webhooks (so p99 means something). */

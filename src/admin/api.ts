@@ -1,7 +1,8 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import { safeEqual } from '../crypto.ts'
-import type { RejectionLog } from '../http/rejections.ts'
+import { isUuid } from '../ids.ts'
+import type { RejectionLog } from '../ops/rejections.ts'
 import type { Store, StoredWebhook } from '../db/webhooks.ts'
 
 const statuses = ['pending', 'retrying', 'published', 'dead'] as const
@@ -66,9 +67,6 @@ const detail = (webhook: StoredWebhook) => ({
   body_base64: webhook.body.toString('base64'),
   published_event_ids: webhook.publishedEventIds,
 })
-
-export const isUuid = (value: string) =>
-  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
 
 /**
  * `/admin/*`: inspect stored webhooks and replay them, and the destination routes given. Mounted only when

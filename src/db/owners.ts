@@ -15,6 +15,35 @@ export const liveOwners = (sql: Sql | postgres.TransactionSql) => sql`
   WHERE locktype = 'advisory' AND classid = ${ownerLockClass}::oid AND objsubid = 2 AND granted
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
 
+/** The safety net's look at a table of claimed rows: what it took back, and whether any row is due. */
+export interface Abandoned {
+  readonly reclaimed: number
+  readonly due: boolean
+}
+
+/**
+ * One statement: gives back, due at once, the rows of `table` in a `pending` state claimed by owners that
+ * are gone (their lock went with their session: a killed process's claims are worked on again within
+ * seconds, not when their lease ends), and says whether `due` (a query) finds any row due for a claim.
+ */
+export async function reclaimAbandoned(
+  sql: Sql,
+  table: 'webhooks' | 'deliveries',
+  owner: number,
+  pending: postgres.PendingQuery<postgres.Row[]>,
+  due: postgres.PendingQuery<postgres.Row[]>,
+): Promise<Abandoned> {
+  const [row] = await sql`
+    WITH reclaimed AS (
+      UPDATE ${sql(table)} SET next_attempt_at = now(), claimed_by = NULL
+      WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
+        AND ${pending} AND next_attempt_at > now()
+      RETURNING id
+    )
+    SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed, EXISTS (${due}) AS due`
+  return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
+}
+
 /**
  * This process, as the holder of the rows it claims. Claims carry its number and have a lease; the number is
  * held as a session advisory lock on a connection of its own, so when the process dies (kill -9, a crash, its

@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import { writerName, type Sql } from './client.ts'
 import { copyWebhooks } from './copy.ts'
-import { liveOwners } from './owners.ts'
+import { reclaimAbandoned, type Abandoned } from './owners.ts'
 
 export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
 
@@ -299,22 +299,17 @@ export function createStore(sql: Sql) {
     },
 
     /**
-     * The safety net's look, in one statement: gives back, due at once, the webhooks claimed by owners that
-     * are gone (their lock went with their session: a killed worker's claims are published again within
-     * seconds, not when their lease ends), and says whether any webhook is due for a claim (a retry, one
-     * stored by another process whose notification was missed).
+     * The safety net's look (see reclaimAbandoned in owners.ts): webhooks of workers that are gone taken back,
+     * and whether any is due for a claim (a retry, one stored by another process whose notification was missed).
      */
-    async reclaimAbandoned(owner: number): Promise<{ reclaimed: number; due: boolean }> {
-      const [row] = await sql`
-        WITH reclaimed AS (
-          UPDATE webhooks SET next_attempt_at = now(), claimed_by = NULL
-          WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
-            AND status IN ('pending', 'retrying') AND next_attempt_at > now()
-          RETURNING id
-        )
-        SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed,
-          EXISTS (SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()) AS due`
-      return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
+    async reclaimAbandoned(owner: number): Promise<Abandoned> {
+      return reclaimAbandoned(
+        sql,
+        'webhooks',
+        owner,
+        sql`status IN ('pending', 'retrying')`,
+        sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
+      )
     },
 
     /** Gives back, due at once, webhooks `owner` claimed and will not publish (it is stopping). */

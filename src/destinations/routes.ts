@@ -1,6 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { isUuid } from '../admin/api.ts'
+import { isUuid } from '../ids.ts'
 import { destinationUrlProblem, type AddressPolicy } from './address.ts'
 import {
   createSchema,

@@ -189,8 +189,8 @@ export class DeliverySender {
       rows: 'deliveries',
       pollMs,
       log,
-      reclaim: () => this.store.reclaimAbandoned(claimOwner),
-      listen: (onNotify) => this.store.listen(onNotify),
+      claimOwner,
+      store: this.store,
       wake: () => this.wake(),
     })
     await this.wakers.listening

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { liveOwners } from '../db/owners.ts'
+import { reclaimAbandoned, type Abandoned } from '../db/owners.ts'
 import { writerName, type Sql } from '../db/client.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
@@ -381,21 +381,18 @@ export function createDestinationStore(sql: Sql) {
     },
 
     /**
-     * The safety net's look, in one statement: gives back, due at once, the deliveries claimed by owners that
-     * are gone (see Store.reclaimAbandoned), and says whether any delivery of an enabled destination is due.
+     * The safety net's look (see reclaimAbandoned in owners.ts): deliveries of senders that are gone taken
+     * back, and whether any delivery of an enabled destination is due.
      */
-    async reclaimAbandoned(owner: number): Promise<{ reclaimed: number; due: boolean }> {
-      const [row] = await sql`
-        WITH reclaimed AS (
-          UPDATE deliveries SET next_attempt_at = now(), claimed_by = NULL
-          WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
-            AND status = 'pending' AND next_attempt_at > now()
-          RETURNING id
-        )
-        SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed,
-          EXISTS (SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
-                  WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled) AS due`
-      return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
+    async reclaimAbandoned(owner: number): Promise<Abandoned> {
+      return reclaimAbandoned(
+        sql,
+        'deliveries',
+        owner,
+        sql`status = 'pending'`,
+        sql`SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+            WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled`,
+      )
     },
 
     /**

@@ -5,7 +5,7 @@ import type { Providers } from '../../providers/index.ts'
 import type { Health } from './health.ts'
 import { ingest, type Delivery, type IngestDeps } from './ingest.ts'
 import { adminRoutes } from '../admin/api.ts'
-import type { RejectionLog } from './rejections.ts'
+import type { RejectionLog } from '../ops/rejections.ts'
 import type { Store } from '../db/webhooks.ts'
 
 export interface AppDeps extends IngestDeps {

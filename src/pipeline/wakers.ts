@@ -22,17 +22,22 @@ export function startWakers(options: {
   readonly rows: string
   readonly pollMs: number
   readonly log: Logger
-  readonly reclaim: () => Promise<{ readonly reclaimed: number; readonly due: boolean }>
-  readonly listen: (onNotify: () => void) => Promise<{ unlisten: () => Promise<void> }>
+  /** The number this process's claims carry (see ClaimOwner). */
+  readonly claimOwner: number
+  /** The rows' store: its look at what is abandoned and due, and its notifications. */
+  readonly store: {
+    reclaimAbandoned(owner: number): Promise<{ readonly reclaimed: number; readonly due: boolean }>
+    listen(onNotify: () => void): Promise<{ unlisten: () => Promise<void> }>
+  }
   readonly wake: () => void
 }): Wakers {
-  const { name, rows, log, wake } = options
+  const { name, rows, log, store, wake } = options
   let reclaiming = false
   const reclaim = () => {
     if (reclaiming) return
     reclaiming = true
-    options
-      .reclaim()
+    store
+      .reclaimAbandoned(options.claimOwner)
       .then(
         ({ reclaimed, due }) => {
           if (reclaimed > 0)
@@ -45,7 +50,7 @@ export function startWakers(options: {
   }
   reclaim()
   const poll = setInterval(reclaim, options.pollMs)
-  const listener = options.listen(wake).catch((error: unknown) => {
+  const listener = store.listen(wake).catch((error: unknown) => {
     log.warn(`${name}: LISTEN failed, relying on the poll`, { error })
     return undefined
   })

@@ -198,8 +198,8 @@ export class Worker {
       rows: 'webhooks',
       pollMs,
       log,
-      reclaim: () => this.store.reclaimAbandoned(claimOwner),
-      listen: (onNotify) => this.store.listen(onNotify),
+      claimOwner,
+      store: this.store,
       wake: () => this.wake(),
     })
     await this.wakers.listening

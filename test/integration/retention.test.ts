@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { createDestinationStore, defaultRetryScheduleSeconds } from '../../src/destinations/store.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
-import { Retention } from '../../src/ops/retention.ts'
+import { Retention } from '../../src/db/retention.ts'
 import { useTestDatabase } from '../support/services.ts'
 
 // No gateway runs here: its worker would publish the old pending webhooks and its sender would try the

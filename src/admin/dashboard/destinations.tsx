@@ -1,7 +1,7 @@
 import type { Hono } from 'hono'
 import { back, notFound, page, type Guards } from './kit.tsx'
 import type { DashboardDeps } from './routes.tsx'
-import { isUuid } from '../api.ts'
+import { isUuid } from '../../ids.ts'
 import { Layout, PostButton, Status, time } from './layout.tsx'
 
 /** The destinations: their state and deliveries, enable, disable, retry what failed, send one again. */

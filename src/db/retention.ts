@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Logger } from './log.ts'
-import type { Sql } from '../db/client.ts'
+import type { Logger } from '../ops/log.ts'
+import type { Sql } from './client.ts'
 
 export interface RetentionOptions {
   /** Published webhooks and delivered deliveries older than this many days are deleted. */
