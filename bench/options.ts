@@ -63,7 +63,7 @@ ${Object.entries(defaultMatrix)
   --warmup S            warm-up seconds before each measurement (default 2)
   --max-requests N      most requests per measured run (default 1000000)
   --drain-limit S       how long to wait for the gateway to publish what it accepted (default 90)
-  --time-limit S        the whole bench, cleanup included (default 900 per repeat; --quick 240)
+  --time-limit S        the whole bench, cleanup included (default 1200 per repeat; --quick 240)
   --profile             CPU-profile the gateway's headline run (node --cpu-prof): self time by package and function
   --profile-dir DIR     keep the .cpuprofile files there (for Chrome DevTools or speedscope)
   --gateway-dir DIR     bench the gateway of another checkout, e.g. a git worktree with its own node_modules
@@ -126,7 +126,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
     maxRequests: number('max-requests', values['max-requests'], 1_000_000, 1),
     requestTimeoutMs: 10_000,
     drainLimitMs: number('drain-limit', values['drain-limit'], 90) * 1000,
-    timeLimitMs: number('time-limit', values['time-limit'], (quick ? 240 : 900) * repeat, 1) * 1000,
+    timeLimitMs: number('time-limit', values['time-limit'], (quick ? 240 : 1200) * repeat, 1) * 1000,
     profile: values.profile,
     profileDir: values['profile-dir'],
     gatewayDir: values['gateway-dir'],
