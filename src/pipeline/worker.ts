@@ -141,7 +141,7 @@ export function pauseAfterBatch(options: {
 /**
  * Publishes stored webhooks to RabbitMQ with confirms and records the outcome. Two sources: the webhooks
  * this process's intake has just committed, claimed for it in the same statement and handed over with their
- * parsed bodies (take: no claim, re-read or re-parse), and claims from Postgres (retries, replays, other
+ * events, mapped on receipt (take: no claim, re-read or re-parse), and claims from Postgres (retries, replays, other
  * processes' webhooks, the claims of a process that died, a backlog intake did not hand over). Records are
  * written one statement at a time, each taking every outcome that arrived meanwhile, while the next batch is
  * already being published.
