@@ -4,6 +4,9 @@ import postgres from 'postgres'
 
 export type Sql = postgres.Sql<{}>
 
+/** A piece of SQL to put in a statement: a subquery, an expression, a condition. */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>
+
 /** The longest a gateway statement may run (DATABASE_STATEMENT_TIMEOUT_MS). */
 export const defaultStatementTimeoutMs = 30_000
 

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto'
 import type postgres from 'postgres'
 import type { Logger } from '../ops/log.ts'
-import { connectDatabase, type Sql } from './client.ts'
+import { connectDatabase, type Fragment, type Sql } from './client.ts'
 
 /** The first key of every claim owner's advisory lock (the second is the owner's number); any shared constant. */
 const ownerLockClass = 736_022_145
@@ -30,8 +30,8 @@ export async function reclaimAbandoned(
   sql: Sql,
   table: 'webhooks' | 'deliveries',
   owner: number,
-  pending: postgres.PendingQuery<postgres.Row[]>,
-  due: postgres.PendingQuery<postgres.Row[]>,
+  pending: Fragment,
+  due: Fragment,
 ): Promise<Abandoned> {
   const [row] = await sql`
     WITH reclaimed AS (

@@ -1,5 +1,5 @@
 import type postgres from 'postgres'
-import { writerName, type Sql } from './client.ts'
+import { writerName, type Fragment, type Sql } from './client.ts'
 import { copyWebhooks } from './copy.ts'
 import { reclaimAbandoned, type Abandoned } from './owners.ts'
 
@@ -25,11 +25,6 @@ export interface Claim {
   readonly leaseSeconds: number
 }
 
-/** A statement's WHERE condition, given to a statement that records webhooks (see publishedUpdate). */
-export type Condition = postgres.PendingQuery<postgres.Row[]>
-/** A piece of SQL: a subquery, an expression, a condition. */
-export type Fragment = postgres.PendingQuery<postgres.Row[]>
-
 /**
  * Rows written with a group of webhooks, in its very statement or transaction: the deliveries of their
  * events to destinations (destinations/fanout.ts), so that they exist, and go out, as soon as the webhooks
@@ -44,7 +39,7 @@ export interface WrittenWith {
   committed(ids: readonly string[], check: unknown): void
 }
 /** An UPDATE of webhooks ending in `RETURNING id`, built around a condition the caller's statement checks. */
-export type ConditionalUpdate = (condition: Condition) => postgres.PendingQuery<postgres.Row[]>
+export type ConditionalUpdate = (condition: Fragment) => Fragment
 
 export interface StoredWebhook extends NewWebhook {
   readonly status: WebhookStatus

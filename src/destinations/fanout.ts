@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import type { Sql } from '../db/client.ts'
-import type { ConditionalUpdate, Fragment, WrittenWith } from '../db/webhooks.ts'
+import type { Fragment, Sql } from '../db/client.ts'
+import type { ConditionalUpdate, WrittenWith } from '../db/webhooks.ts'
 import type { HandledWebhook, Recorder } from '../pipeline/worker.ts'
 import { wantsEvent } from './patterns.ts'
 import type { DueDelivery } from './store.ts'

@@ -78,11 +78,12 @@ export class Intake {
   }
 
   /**
-   * Whether deliveries are mapped to their events on receipt: when this process's worker may publish them
-   * straight after their commit.
+   * Whether deliveries received now should be mapped to their events on receipt: when this process's worker
+   * would take them straight after their commit. Not while it would not (the broker away, a backlog): the
+   * mapping would be work on the request path for nothing.
    */
   get mapsOnReceipt(): boolean {
-    return this.options.handOff !== undefined
+    return this.options.handOff?.claim() !== undefined
   }
 
   /** Resolves once the webhook is committed (or found to be a duplicate); rejects if storage failed. */

@@ -23,14 +23,14 @@ export interface WorkerOptions {
   readonly log: Logger
   readonly metrics: Metrics
   /**
-   * When this process also serves intake: how many deliveries it has taken so far, and how many of them had
-   * to wait for a commit slot. While most new ones wait (intake is saturated) and the event loop is nearly
-   * full, the worker keeps to `shareUnderLoad` of it, so that acknowledging a delivery never waits behind
-   * publishing; what it leaves is published as soon as the load eases. A flow intake keeps up with is
-   * published (and sent to destinations) at once.
+   * When this process also serves intake: its counts (see Intake.counts). While arrivals find many
+   * deliveries waiting for their commit (intake is saturated), the worker keeps to `shareUnderLoad` of the
+   * event loop and of the arrivals, so that acknowledging a delivery never waits behind publishing; what it
+   * leaves is published as soon as the load eases. A flow intake keeps up with is published (and sent to
+   * destinations) at once.
    */
   readonly intakeCounts?: (() => { readonly submitted: number; readonly unansweredSeen: number }) | undefined
-  /** The worker's share of a saturated event loop while intake is active (0 to 1; default 0.1). */
+  /** The worker's share while intake is saturated (0 to 1; default 0.1). */
   readonly shareUnderLoad?: number | undefined
 }
 
