@@ -147,7 +147,8 @@ export function pauseAfterBatch(options: {
  * already being published.
  */
 export class Worker {
-  private running: Promise<void> | undefined
+  private runningHanded: Promise<void> | undefined
+  private runningClaims: Promise<void> | undefined
   /** Handed over by intake, not yet published: each with when it was claimed. */
   private handed: { readonly webhook: Claimed; readonly claimedAt: number }[] = []
   /** A claim from Postgres was asked for (wake). */
@@ -262,11 +263,27 @@ export class Worker {
     this.run()
   }
 
+  /**
+   * Runs the two loops that are due: one publishes what was handed over, the other claims from Postgres.
+   * Apart, so that a claim waiting on a Postgres that stopped answering never holds up what intake has just
+   * committed and handed over.
+   */
   private run(): void {
-    this.running ??= this.drain().finally(() => {
-      this.running = undefined
-      if (!this.stopped && (this.handed.length > 0 || this.claimWanted)) this.run()
-    })
+    if (this.handed.length > 0)
+      this.runningHanded ??= this.drain(() => this.takeHanded(this.batchLimit())).finally(() => {
+        this.runningHanded = undefined
+        if (!this.stopped && this.handed.length > 0) this.run()
+      })
+    if (this.claimWanted)
+      this.runningClaims ??= this.drain(() => this.claim(this.batchLimit())).finally(() => {
+        this.runningClaims = undefined
+        if (!this.stopped && this.claimWanted) this.run()
+      })
+  }
+
+  /** A batch's most webhooks: small while holding back (each blocks the event loop for less time). */
+  private batchLimit(): number {
+    return this.holdingBack ? publishChunk : this.options.concurrency
   }
 
   /**
@@ -280,7 +297,7 @@ export class Worker {
     const wakersStopped = this.wakers?.stop()
     const deadline = new Promise((resolve) => setTimeout(resolve, graceMs).unref())
     const finished = async () => {
-      await Promise.all([wakersStopped, this.running, ...this.publishing])
+      await Promise.all([wakersStopped, this.runningHanded, this.runningClaims, ...this.publishing])
       // Handed over and not published: given back, due at once, for the other gateways.
       const left = this.handed.splice(0).map((item) => item.webhook.id)
       if (left.length > 0)
@@ -301,17 +318,14 @@ export class Worker {
    * fsync. Up to `maxPublishing` webhooks wait for confirms at once; each is queued for its record as its
    * own confirms arrive.
    */
-  private async drain(): Promise<void> {
+  private async drain(next: () => Claimed[] | undefined | Promise<Claimed[] | undefined>): Promise<void> {
     while (!this.stopped) {
       const batchStarted = performance.eventLoopUtilization()
-      const room = maxPublishing - this.publishing.size
-      if (room <= 0) {
+      if (this.publishing.size >= maxPublishing) {
         await Promise.race(this.publishing)
         continue
       }
-      // While holding back, small batches: each one blocks the event loop for less time.
-      const limit = Math.min(room, this.holdingBack ? publishChunk : this.options.concurrency)
-      const batch = this.handed.length > 0 ? this.takeHanded(limit) : await this.claim(limit)
+      const batch = await next()
       if (batch === undefined) return
       for (let at = 0; at < batch.length; at += publishChunk) {
         if (at > 0) await nextTurn()
@@ -331,10 +345,11 @@ export class Worker {
   }
 
   /**
-   * Up to `limit` handed-over webhooks. One held so long that its claim may have lapsed (a stalled broker)
-   * is left to whichever worker claims it again, rather than published twice.
+   * Up to `limit` handed-over webhooks, undefined when none is left. One held so long that its claim may
+   * have lapsed (a stalled broker) is left to whichever worker claims it again, rather than published twice.
    */
-  private takeHanded(limit: number): Claimed[] {
+  private takeHanded(limit: number): Claimed[] | undefined {
+    if (this.handed.length === 0) return undefined
     const fresh = performance.now() - (this.options.leaseSeconds * 1000) / 2
     return this.handed
       .splice(0, limit)
