@@ -6,10 +6,10 @@ import { safeEqual } from '../../crypto.ts'
 import type { DestinationStore } from '../../destinations/store.ts'
 import type { RejectionLog } from '../../ops/rejections.ts'
 import type { Store } from '../../db/webhooks.ts'
-import { RatesChart } from './chart.tsx'
 import { destinationPages } from './destinations.tsx'
 import { guards, page } from './kit.tsx'
 import { Layout } from './layout.tsx'
+import { overviewPage } from './overview.tsx'
 import { rejectionPages } from './rejections.tsx'
 import { newSession, sessionCookie, sessionSeconds } from './session.ts'
 import { webhookPages } from './webhooks.tsx'
@@ -32,10 +32,10 @@ export interface DashboardDeps {
  * token and must come from this origin. The pages live beside this file, one file per part.
  */
 export function dashboardRoutes(deps: DashboardDeps): Hono {
-  const { token, store } = deps
+  const { token } = deps
   const dash = new Hono()
   const pageGuards = guards(token)
-  const { view, post } = pageGuards
+  const { post } = pageGuards
 
   dash.use('/signout', csrf())
   dash.use('/ui/*', csrf())
@@ -89,30 +89,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     }),
   )
 
-  dash.get(
-    '/',
-    view(async (c, csrfValue) => {
-      const [counts, rates] = await Promise.all([store.countUnpublished(), store.ratesLastHour()])
-      return page(
-        c,
-        <Layout title="Overview" signedIn csrf={csrfValue}>
-          <h1>Overview</h1>
-          <div class="cards">
-            {(['pending', 'retrying', 'dead'] as const).map((status) => (
-              <a class="card" href={`/admin/ui/webhooks?status=${status}`}>
-                <b>{counts[status]}</b>
-                {status}
-              </a>
-            ))}
-          </div>
-          <h2>Webhooks received per minute, last hour</h2>
-          <RatesChart rates={rates} />
-          <p class="muted">Providers enabled: {deps.enabledProviders.join(', ') || 'none'}.</p>
-        </Layout>,
-      )
-    }),
-  )
-
+  overviewPage(dash, pageGuards, deps)
   webhookPages(dash, pageGuards, deps)
   rejectionPages(dash, pageGuards, deps)
   destinationPages(dash, pageGuards, deps)

@@ -4,7 +4,8 @@ import type { DashboardDeps } from './routes.tsx'
 import { isUuid } from '../../ids.ts'
 import { parseWebhookFilter } from '../api.ts'
 import { eventsFor, serializeEvent } from '../../pipeline/events.ts'
-import type { WebhookCursor, WebhookStatus } from '../../db/webhooks.ts'
+import type { StoredWebhook, WebhookCursor, WebhookStatus } from '../../db/webhooks.ts'
+import { Bytes, CopyScript } from './body.tsx'
 import { Layout, PostButton, Status, time } from './layout.tsx'
 
 const statuses: readonly WebhookStatus[] = ['pending', 'retrying', 'published', 'dead']
@@ -17,6 +18,44 @@ function cursorOf(value: string | undefined): WebhookCursor | undefined {
   return receivedAt && !Number.isNaN(receivedAt.getTime()) && id && isUuid(id)
     ? { receivedAt, id }
     : undefined
+}
+
+/** Webhooks, one a row, newest first as given; each links to its page. */
+export function WebhookTable(props: { webhooks: readonly StoredWebhook[] }) {
+  return (
+    <table>
+      <thead>
+        <tr>
+          <th>received</th>
+          <th>provider</th>
+          <th>type</th>
+          <th>event id</th>
+          <th>status</th>
+          <th>attempts</th>
+          <th>last error</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.webhooks.map((webhook) => (
+          <tr>
+            <td>
+              <a href={`/admin/ui/webhooks/${webhook.id}`}>{time(webhook.receivedAt)}</a>
+            </td>
+            <td>{webhook.provider}</td>
+            <td>{webhook.eventType}</td>
+            <td>
+              <code>{webhook.eventKey}</code>
+            </td>
+            <td>
+              <Status value={webhook.status} />
+            </td>
+            <td>{webhook.attempts}</td>
+            <td>{webhook.lastError ?? ''}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  )
 }
 
 /** The webhooks: filtered and paged, one in detail with its events and deliveries, and replays. */
@@ -84,38 +123,7 @@ export function webhookPages(dash: Hono, { view, post }: Guards, deps: Dashboard
             </label>
             <button type="submit">Filter</button>
           </form>
-          <table>
-            <thead>
-              <tr>
-                <th>received</th>
-                <th>provider</th>
-                <th>type</th>
-                <th>event id</th>
-                <th>status</th>
-                <th>attempts</th>
-                <th>last error</th>
-              </tr>
-            </thead>
-            <tbody>
-              {shown.map((webhook) => (
-                <tr>
-                  <td>
-                    <a href={`/admin/ui/webhooks/${webhook.id}`}>{time(webhook.receivedAt)}</a>
-                  </td>
-                  <td>{webhook.provider}</td>
-                  <td>{webhook.eventType}</td>
-                  <td>
-                    <code>{webhook.eventKey}</code>
-                  </td>
-                  <td>
-                    <Status value={webhook.status} />
-                  </td>
-                  <td>{webhook.attempts}</td>
-                  <td>{webhook.lastError ?? ''}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <WebhookTable webhooks={shown} />
           {shown.length === 0 ? <p class="muted">No webhook matches.</p> : null}
           <p>
             {next ? <a href={next}>Older →</a> : null}{' '}
@@ -140,14 +148,14 @@ export function webhookPages(dash: Hono, { view, post }: Guards, deps: Dashboard
       const webhook = isUuid(id) ? await store.get(id) : undefined
       if (!webhook) return notFound(c, csrfValue, `webhook ${id}`)
       const provider = deps.providers[webhook.provider]
-      let events: { routingKey: string; json: string }[] = []
+      let events: { routingKey: string; bytes: Buffer }[] = []
       let mappingError: string | undefined
       try {
         events = provider
           ? eventsFor(webhook, provider).map((event) => ({
               routingKey: event.type,
-              // Exactly the bytes published: re-formatting would round ids beyond 2^53.
-              json: serializeEvent(event).toString('utf8'),
+              // Exactly the bytes published: the reading view indents them without parsing numbers.
+              bytes: serializeEvent(event),
             }))
           : []
       } catch (error) {
@@ -219,20 +227,25 @@ export function webhookPages(dash: Hono, { view, post }: Guards, deps: Dashboard
               ))}
             </tbody>
           </table>
-          <h2>Body as received ({webhook.body.length} bytes)</h2>
-          <pre>{webhook.body.toString('utf8')}</pre>
+          <h2>Body ({webhook.body.length} bytes)</h2>
+          <Bytes
+            id="body-exact"
+            bytes={webhook.body}
+            contentType={webhook.headers['content-type']}
+            what="as received"
+          />
           <h2>CloudEvents</h2>
           {mappingError ? <div class="error">The handler fails on this webhook: {mappingError}</div> : null}
           <p class="muted">
             Published ids:{' '}
             {webhook.publishedEventIds.length > 0 ? webhook.publishedEventIds.join(', ') : 'none yet'}
           </p>
-          {events.map((event) => (
+          {events.map((event, index) => (
             <>
               <p>
                 routing key <code>{event.routingKey}</code>
               </p>
-              <pre>{event.json}</pre>
+              <Bytes id={`event-${index}-exact`} bytes={event.bytes} what="as published" />
             </>
           ))}
           <h2>Deliveries to destinations</h2>
@@ -268,6 +281,7 @@ export function webhookPages(dash: Hono, { view, post }: Guards, deps: Dashboard
               </tbody>
             </table>
           )}
+          <CopyScript />
         </Layout>,
       )
     }),
