@@ -9,6 +9,9 @@ COPY tsconfig.json ./
 COPY src ./src
 COPY providers ./providers
 COPY migrations ./migrations
+# With no DATABASE_URL the gateway runs an embedded PostgreSQL with its data here: mount a volume on it to keep it.
+RUN mkdir -p /app/.data && chown node:node /app/.data
+VOLUME /app/.data
 USER node
 EXPOSE 3000
 # Run node directly (not npm) so SIGTERM reaches the gateway and it shuts down gracefully.

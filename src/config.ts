@@ -40,10 +40,12 @@ const schema = z.object({
   PORT: int(3000),
   HOST: z.string().default('0.0.0.0'),
   ROLE: z.enum(['all', 'api', 'worker']).default('all'),
-  DATABASE_URL: z.string().default('postgres://postgres:postgres@127.0.0.1:5432/webhooks'),
-  REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  // Unset: the embedded PostgreSQL, no Redis, no broker (the try-out and small single-box deployments).
+  DATABASE_URL: z.string().optional(),
+  EMBEDDED_DATA_DIR: z.string().min(1).default('.data'),
+  REDIS_URL: z.string().optional(),
   REDIS_PREFIX: z.string().default('webhooks:'),
-  AMQP_URL: z.string().default('amqp://guest:guest@127.0.0.1:5672'),
+  AMQP_URL: z.string().optional(),
   AMQP_EXCHANGE: z.string().min(1).default('webhooks'),
   AMQP_UNROUTED_MAX_LENGTH: int(100_000),
   PUBLIC_BASE_URL: z.url().optional(),
@@ -102,16 +104,21 @@ export interface Config {
   readonly port: number
   readonly host: string
   readonly role: 'all' | 'api' | 'worker'
-  readonly databaseUrl: string
+  /** Unset: an embedded PostgreSQL, its data under `embeddedDataDir`. */
+  readonly databaseUrl: string | undefined
+  /** Where the embedded PostgreSQL keeps its data (`<dir>/postgres`), when there is no databaseUrl. */
+  readonly embeddedDataDir: string
   readonly databasePoolSize: number
   /**
    * The longest a statement may run before Postgres cancels it; the worker and sender also stop waiting
    * for an answer a little after it (a stalled server, a partition), and try again.
    */
   readonly databaseStatementTimeoutMs: number
-  readonly redisUrl: string
+  /** Unset: no Redis; failed verifications are counted and rejections kept per process. */
+  readonly redisUrl: string | undefined
   readonly redisPrefix: string
-  readonly amqpUrl: string
+  /** Unset: no broker; events are mapped, kept with their webhook and sent to destinations. */
+  readonly amqpUrl: string | undefined
   readonly exchange: string
   readonly unroutedMaxLength: number
   readonly publicBaseUrl: string | undefined
@@ -176,6 +183,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: e.HOST,
     role: e.ROLE,
     databaseUrl: e.DATABASE_URL,
+    embeddedDataDir: e.EMBEDDED_DATA_DIR,
     databasePoolSize: e.DATABASE_POOL_SIZE,
     databaseStatementTimeoutMs: Math.max(100, e.DATABASE_STATEMENT_TIMEOUT_MS),
     redisUrl: e.REDIS_URL,

@@ -13,8 +13,10 @@ import { createLogger, type Logger } from './ops/log.ts'
 import { Metrics } from './ops/metrics.ts'
 import { ensureDatabase, migrate } from './db/migrate.ts'
 import { Publisher } from './pipeline/publisher.ts'
-import { FailedVerificationLimit } from './ops/ratelimit.ts'
-import { RejectionLog } from './ops/rejections.ts'
+import { FailedVerificationLimit, LocalFailedVerificationLimit } from './ops/ratelimit.ts'
+import { LocalRejectionLog, RejectionLog } from './ops/rejections.ts'
+import { NoBroker } from './pipeline/no-broker.ts'
+import { startEmbeddedPostgres } from './db/embedded.ts'
 import { dashboardRoutes } from './admin/dashboard/routes.tsx'
 import { createStore } from './db/webhooks.ts'
 import { connectDatabase } from './db/client.ts'
@@ -32,20 +34,50 @@ export interface Gateway {
   readonly port: number | undefined
   readonly app: ReturnType<typeof createApp>
   readonly store: ReturnType<typeof createStore>
-  readonly publisher: Publisher
+  /** The broker's publisher, or NoBroker when AMQP_URL is unset. */
+  readonly publisher: Publisher | NoBroker
   readonly worker: Worker | undefined
   readonly destinations: DestinationStore
   readonly sender: DeliverySender | undefined
-  readonly redis: Redis
+  /** Undefined when REDIS_URL is unset. */
+  readonly redis: Redis | undefined
+  /** The database's URL: DATABASE_URL's, or the embedded PostgreSQL's. */
+  readonly databaseUrl: string
   /** Stop accepting, finish what is in flight, close every connection. */
   stop(): Promise<void>
 }
 
-/** Connects, migrates and starts the halves that `config.role` asks for. */
-export async function startGateway(
-  config: Config,
-  options: { readonly log?: Logger; readonly providers?: Providers } = {},
-): Promise<Gateway> {
+type StartOptions = { readonly log?: Logger; readonly providers?: Providers }
+
+/**
+ * Connects, migrates and starts the halves that `config.role` asks for: on DATABASE_URL's PostgreSQL, or
+ * with none, on an embedded one started first and stopped last.
+ */
+export async function startGateway(config: Config, options: StartOptions = {}): Promise<Gateway> {
+  if (config.databaseUrl) return startOn(config.databaseUrl, config, options)
+  if (config.role !== 'all')
+    throw new Error(
+      `ROLE=${config.role} needs DATABASE_URL: the embedded PostgreSQL serves the one process that started it`,
+    )
+  const log = options.log ?? createLogger(config.logLevel)
+  const embedded = await startEmbeddedPostgres({ dataDir: config.embeddedDataDir, log })
+  log.info('embedded postgres: ready', { dataDirectory: embedded.dataDirectory })
+  try {
+    const gateway = await startOn(embedded.url, config, options)
+    return {
+      ...gateway,
+      stop: async () => {
+        await gateway.stop()
+        await embedded.stop()
+      },
+    }
+  } catch (error) {
+    await embedded.stop()
+    throw error
+  }
+}
+
+async function startOn(databaseUrl: string, config: Config, options: StartOptions): Promise<Gateway> {
   const log = options.log ?? createLogger(config.logLevel)
   const providers = options.providers ?? allProviders
   const runsApi = config.role !== 'worker'
@@ -56,9 +88,8 @@ export async function startGateway(
     if ((config.secrets[name] ?? []).length > 0) provider.checkSetup?.(config)
   }
 
-  if (await ensureDatabase(config.databaseUrl))
-    log.info('created the database', { url: redactUrl(config.databaseUrl) })
-  const sql = connectDatabase(config.databaseUrl, config.databasePoolSize, {
+  if (await ensureDatabase(databaseUrl)) log.info('created the database', { url: redactUrl(databaseUrl) })
+  const sql = connectDatabase(databaseUrl, config.databasePoolSize, {
     statementTimeoutMs: config.databaseStatementTimeoutMs,
   })
   const applied = await migrate(sql)
@@ -76,23 +107,7 @@ export async function startGateway(
     }
   }
 
-  const redis = new Redis(config.redisUrl, {
-    // Fail fast instead of queueing: Redis only counts failed verifications, and a request never waits on it.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    connectTimeout: 2000,
-    commandTimeout: 500,
-    retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
-  })
-  let redisDown = false
-  redis.on('error', (error) => {
-    if (!redisDown) log.warn('redis: unavailable, failed verifications are not counted', { error })
-    redisDown = true
-  })
-  redis.on('ready', () => {
-    if (redisDown) log.info('redis: available again')
-    redisDown = false
-  })
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, log) : undefined
 
   const metrics = new Metrics()
   declareCounters(
@@ -125,32 +140,42 @@ export async function startGateway(
       disabled: all.filter((destination) => !destination.enabled).length,
     }
   })
-  const publisher = new Publisher({
-    url: config.amqpUrl,
-    exchange: config.exchange,
-    unroutedMaxLength: config.unroutedMaxLength,
-    log,
-  })
-  void publisher.start()
+  const broker = config.amqpUrl
+    ? new Publisher({
+        url: config.amqpUrl,
+        exchange: config.exchange,
+        unroutedMaxLength: config.unroutedMaxLength,
+        log,
+      })
+    : undefined
+  void broker?.start()
+  const publisher = broker ?? new NoBroker()
 
-  const rejectionLog = new RejectionLog(redis, { prefix: config.redisPrefix, keep: 200 })
+  const rejectionLog = redis
+    ? new RejectionLog(redis, { prefix: config.redisPrefix, keep: 200 })
+    : new LocalRejectionLog({ keep: 200 })
   const health = () =>
     checkHealth({
       postgres: () => store.ping(),
-      redis: () => redis.ping(),
+      redis: redis && (() => redis.ping()),
       // A round trip, not a flag: a stalled broker keeps its connection open but answers nothing.
-      rabbitmq: () => publisher.ping(),
+      rabbitmq: broker && (() => broker.ping()),
     })
+  // Only the dependencies configured: one that is off is not down.
   metrics.gauge('dependency_up', 'Whether each dependency answers (1) or not (0)', 'dependency', async () => {
     const { checks } = await health()
-    return Object.fromEntries(Object.entries(checks).map(([name, state]) => [name, state === 'up' ? 1 : 0]))
+    return Object.fromEntries(
+      Object.entries(checks)
+        .filter(([, state]) => state !== 'off')
+        .map(([name, state]) => [name, state === 'up' ? 1 : 0]),
+    )
   })
 
   const agent = createDestinationAgent(policy)
   // The worker and sender loops give up on a statement a little after Postgres would have cancelled it.
   const statementDeadlineMs = config.databaseStatementTimeoutMs + 2000
   // The worker's and sender's claims carry this process's number, so they come back at once if it dies.
-  const owner = runsWorker ? await ClaimOwner.start(config.databaseUrl, log) : undefined
+  const owner = runsWorker ? await ClaimOwner.start(databaseUrl, log) : undefined
   const sender = owner
     ? new DeliverySender(
         {
@@ -236,11 +261,16 @@ export async function startGateway(
     providers,
     store,
     intake,
-    failedVerifications: new FailedVerificationLimit(redis, {
-      prefix: config.redisPrefix,
-      limit: config.failedVerifyLimit,
-      windowSeconds: config.failedVerifyWindowSeconds,
-    }),
+    failedVerifications: redis
+      ? new FailedVerificationLimit(redis, {
+          prefix: config.redisPrefix,
+          limit: config.failedVerifyLimit,
+          windowSeconds: config.failedVerifyWindowSeconds,
+        })
+      : new LocalFailedVerificationLimit({
+          limit: config.failedVerifyLimit,
+          windowSeconds: config.failedVerifyWindowSeconds,
+        }),
     metrics,
     log,
     rejections: rejectionLog,
@@ -304,6 +334,7 @@ export async function startGateway(
     destinations,
     sender,
     redis,
+    databaseUrl,
     async stop() {
       // Budget (the contract allows 10 s; main.ts exits at 9): the stages below 6 s, closing 2 s.
       const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))
@@ -328,7 +359,7 @@ export async function startGateway(
         ownerStopped,
         agent.close().catch(() => {}),
       ])
-      redis.disconnect()
+      redis?.disconnect()
     },
   }
 }
@@ -359,6 +390,28 @@ function declareCounters(metrics: Metrics, providers: readonly string[]): void {
     'consecutive',
   ])
   metrics.declare('destinations_disabled_total', 'Destinations disabled by the sender', ['destination'])
+}
+
+/** Redis for what processes share (failed-verification counts, the rejection log); never waited on. */
+function connectRedis(url: string, log: Logger): Redis {
+  const redis = new Redis(url, {
+    // Fail fast instead of queueing: Redis only counts failed verifications, and a request never waits on it.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    commandTimeout: 500,
+    retryStrategy: (times) => Math.min(100 * 2 ** times, 5000),
+  })
+  let redisDown = false
+  redis.on('error', (error) => {
+    if (!redisDown) log.warn('redis: unavailable, failed verifications are not counted', { error })
+    redisDown = true
+  })
+  redis.on('ready', () => {
+    if (redisDown) log.info('redis: available again')
+    redisDown = false
+  })
+  return redis
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

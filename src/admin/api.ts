@@ -2,6 +2,8 @@ import { Hono } from 'hono'
 import { z } from 'zod'
 import { safeEqual } from '../crypto.ts'
 import { isUuid } from '../ids.ts'
+import type { Providers } from '../../providers/index.ts'
+import { eventsFor, serializeEvent, type CloudEvent } from '../pipeline/events.ts'
 import type { RejectionLog } from '../ops/rejections.ts'
 import type { Store, StoredWebhook } from '../db/webhooks.ts'
 
@@ -68,6 +70,38 @@ const detail = (webhook: StoredWebhook) => ({
   published_event_ids: webhook.publishedEventIds,
 })
 
+/** A stored webhook's CloudEvents as its provider's handlers map it now (what the worker publishes), or why not. */
+function mapped(
+  webhook: StoredWebhook,
+  providers: Providers,
+): { readonly events: readonly CloudEvent[]; readonly error?: string } {
+  const provider = Object.hasOwn(providers, webhook.provider) ? providers[webhook.provider] : undefined
+  if (!provider)
+    return { events: [], error: `no provider "${webhook.provider}" is configured to map this webhook` }
+  try {
+    return { events: eventsFor(webhook, provider) }
+  } catch (error) {
+    return {
+      events: [],
+      error: `the handler fails on this webhook: ${error instanceof Error ? error.message : String(error)}`,
+    }
+  }
+}
+
+/** The detail's JSON with `events` (and `events_error`) after the stored fields. */
+function detailWithEvents(webhook: StoredWebhook, providers: Providers): string {
+  const { events, error } = mapped(webhook, providers)
+  // Each CloudEvent spliced in as the bytes published: a parse and re-stringify would round integers beyond
+  // 2^53 in a raw event's data.
+  const list = events.map(
+    (event) =>
+      `{"routing_key":${JSON.stringify(event.type)},"cloudevent":${serializeEvent(event).toString('utf8')}}`,
+  )
+  const head = JSON.stringify(detail(webhook))
+  const tail = error === undefined ? '' : `,"events_error":${JSON.stringify(error)}`
+  return `${head.slice(0, -1)},"events":[${list.join(',')}]${tail}}`
+}
+
 /**
  * `/admin/*`: inspect stored webhooks and replay them, and the destination routes given. Mounted only when
  * ADMIN_TOKEN is set.
@@ -75,13 +109,15 @@ const detail = (webhook: StoredWebhook) => ({
 export function adminRoutes(options: {
   readonly store: Pick<Store, 'get' | 'list' | 'replay'>
   readonly token: string
+  /** Maps a webhook's events for its detail (`events`, `events_error`); without them the detail has neither. */
+  readonly providers?: Providers | undefined
   /** Mounted as they are: /admin/destinations and /admin/deliveries. */
   readonly destinations?: Hono | undefined
   /** The rejection log, and the providers it may name. */
   readonly rejections?:
     { readonly log: Pick<RejectionLog, 'list'>; readonly providers: readonly string[] } | undefined
 }): Hono {
-  const { store, token, destinations, rejections } = options
+  const { store, token, providers, destinations, rejections } = options
   const admin = new Hono()
 
   admin.use(async (c, next) => {
@@ -100,7 +136,9 @@ export function adminRoutes(options: {
   admin.get('/webhooks/:id', async (c) => {
     const id = c.req.param('id')
     const webhook = isUuid(id) ? await store.get(id) : undefined
-    return webhook ? c.json(detail(webhook)) : c.json({ error: 'not found' }, 404)
+    if (!webhook) return c.json({ error: 'not found' }, 404)
+    if (!providers) return c.json(detail(webhook))
+    return c.body(detailWithEvents(webhook, providers), 200, { 'content-type': 'application/json' })
   })
 
   admin.post('/webhooks/:id/replay', async (c) => {

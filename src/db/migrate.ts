@@ -93,10 +93,21 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const { loadConfig } = await import('../config.ts')
   const { connectDatabase } = await import('./client.ts')
+  const { startEmbeddedPostgres } = await import('./embedded.ts')
+  const { createLogger } = await import('../ops/log.ts')
   const config = loadConfig()
-  await ensureDatabase(config.databaseUrl)
-  const sql = connectDatabase(config.databaseUrl, 2)
-  const done = await migrate(sql)
-  console.log(done.length ? `applied ${done.join(', ')}` : 'database is up to date')
-  await sql.end({ timeout: 5 })
+  // DATABASE_URL unset: the embedded PostgreSQL's data, as npm start would use it.
+  const embedded = config.databaseUrl
+    ? undefined
+    : await startEmbeddedPostgres({ dataDir: config.embeddedDataDir, log: createLogger(config.logLevel) })
+  const databaseUrl = config.databaseUrl ?? embedded?.url ?? ''
+  try {
+    await ensureDatabase(databaseUrl)
+    const sql = connectDatabase(databaseUrl, 2)
+    const done = await migrate(sql)
+    console.log(done.length ? `applied ${done.join(', ')}` : 'database is up to date')
+    await sql.end({ timeout: 5 })
+  } finally {
+    await embedded?.stop()
+  }
 }

@@ -5,7 +5,7 @@ import type { Providers } from '../../providers/index.ts'
 import type { Health } from './health.ts'
 import { ingest, type Delivery, type IngestDeps } from './ingest.ts'
 import { adminRoutes } from '../admin/api.ts'
-import type { RejectionLog } from '../ops/rejections.ts'
+import type { Rejections } from '../ops/rejections.ts'
 import type { Store } from '../db/webhooks.ts'
 
 export interface AppDeps extends IngestDeps {
@@ -17,7 +17,7 @@ export interface AppDeps extends IngestDeps {
   /** The dashboard's pages under /admin (cookie sign-in), when ADMIN_TOKEN is set. */
   readonly dashboard?: Hono | undefined
   /** Read by GET /admin/rejections; `rejections` (from IngestDeps) writes to it. */
-  readonly rejectionLog?: Pick<RejectionLog, 'list'> | undefined
+  readonly rejectionLog?: Pick<Rejections, 'list'> | undefined
 }
 
 interface NodeBindings {
@@ -107,6 +107,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       adminRoutes({
         store: deps.store,
         token: deps.config.adminToken,
+        providers: deps.providers,
         destinations: deps.destinationRoutes,
         rejections: deps.rejectionLog && {
           log: deps.rejectionLog,

@@ -2,22 +2,22 @@ import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import type { Config } from '../config.ts'
-import type { FailedVerificationLimit } from '../ops/ratelimit.ts'
+import type { FailedVerifications } from '../ops/ratelimit.ts'
 import { eventsFor, outgoing, type Mapped } from '../pipeline/events.ts'
 import type { Intake } from '../pipeline/intake.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
-import type { RejectionLog } from '../ops/rejections.ts'
+import type { Rejections } from '../ops/rejections.ts'
 import { MalformedWebhook, type Provider, type WebhookRequest } from '../provider.ts'
 
 export interface IngestDeps {
   readonly config: Config
   readonly intake: Pick<Intake, 'submit' | 'mapsOnReceipt'>
-  readonly failedVerifications: Pick<FailedVerificationLimit, 'recordFailure'>
+  readonly failedVerifications: FailedVerifications
   readonly metrics: Metrics
   readonly log: Logger
   /** Where refused requests are kept for operators (the last ones per provider). */
-  readonly rejections?: Pick<RejectionLog, 'record'> | undefined
+  readonly rejections?: Pick<Rejections, 'record'> | undefined
 }
 
 /** One HTTP request as the server received it, before anything is read from its body. */

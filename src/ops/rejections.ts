@@ -18,13 +18,22 @@ export interface Rejection {
   readonly bodyBytes: number | undefined
 }
 
+/** The last rejected requests per provider: recorded as they happen, listed newest first. */
+export interface Rejections {
+  record(rejection: Rejection): void
+  /** The newest first: of one provider, or of all of `providers` merged by time. */
+  list(providers: readonly string[], limit: number): Promise<Rejection[]>
+}
+
+const newestFirst = (a: Rejection, b: Rejection) => b.time.localeCompare(a.time)
+
 /**
  * The last rejected requests per provider, so "why is Shopify failing since 10:42?" has an answer: a capped
  * Redis list per provider, shared by every gateway process. Recording is fire-and-forget and bounded (a
- * flood of forged requests costs one LPUSH and one LTRIM each, and keeps `keep` entries); without Redis,
- * rejections are only logged.
+ * flood of forged requests costs one LPUSH and one LTRIM each, and keeps `keep` entries); while Redis is
+ * away, rejections are only logged.
  */
-export class RejectionLog {
+export class RejectionLog implements Rejections {
   constructor(
     private readonly redis: Redis,
     private readonly options: { readonly prefix: string; readonly keep: number },
@@ -44,7 +53,6 @@ export class RejectionLog {
       .catch(() => {})
   }
 
-  /** The newest first: of one provider, or of all of `providers` merged by time. */
   async list(providers: readonly string[], limit: number): Promise<Rejection[]> {
     const lists = await Promise.all(
       providers.map((provider) => this.redis.lrange(this.key(provider), 0, limit - 1)),
@@ -52,7 +60,28 @@ export class RejectionLog {
     return lists
       .flat()
       .map((entry) => JSON.parse(entry) as Rejection)
-      .sort((a, b) => b.time.localeCompare(a.time))
+      .sort(newestFirst)
+      .slice(0, limit)
+  }
+}
+
+/** The same log kept in this process, for a gateway with no Redis (REDIS_URL unset): `keep` per provider. */
+export class LocalRejectionLog implements Rejections {
+  private readonly byProvider = new Map<string, Rejection[]>()
+
+  constructor(private readonly options: { readonly keep: number }) {}
+
+  record(rejection: Rejection): void {
+    const kept = this.byProvider.get(rejection.provider) ?? []
+    kept.unshift(rejection)
+    if (kept.length > this.options.keep) kept.length = this.options.keep
+    this.byProvider.set(rejection.provider, kept)
+  }
+
+  async list(providers: readonly string[], limit: number): Promise<Rejection[]> {
+    return providers
+      .flatMap((provider) => this.byProvider.get(provider)?.slice(0, limit) ?? [])
+      .sort(newestFirst)
       .slice(0, limit)
   }
 }

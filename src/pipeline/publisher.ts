@@ -26,6 +26,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * queue `<exchange>.unrouted` keeps whatever matches no binding.
  */
 export class Publisher {
+  /** Events go to a broker (see NoBroker for a gateway without one). */
+  readonly broker: boolean = true
   private connection: ChannelModel | undefined
   private channel: ConfirmChannel | undefined
   private connecting = false

@@ -187,7 +187,7 @@ export class Worker {
       'claimDue' | 'reclaimAbandoned' | 'markFailed' | 'release' | 'listen' | 'hasDestinations'
     >,
     private readonly recorder: Recorder,
-    private readonly publisher: Pick<Publisher, 'connected' | 'whenConnected' | 'publish'>,
+    private readonly publisher: Pick<Publisher, 'broker' | 'connected' | 'whenConnected' | 'publish'>,
     private readonly providers: Providers,
     private readonly options: WorkerOptions,
   ) {}
@@ -486,6 +486,7 @@ export class Worker {
     if (!events) return undefined
     try {
       await this.publisher.publish(events)
+      if (!this.publisher.broker) return handled('published', webhook, events)
       metrics.count(
         'events_published_total',
         'Events published to RabbitMQ (confirmed by the broker)',

@@ -5,7 +5,8 @@ export const usage = `usage: npm run send -- <provider> <event> [--count N] [--r
 
 Signs a realistic delivery the way the provider does, with the secret the gateway is configured with (the same
 variables as npm start, read from the environment or .env), posts it to GATEWAY_URL (default
-http://127.0.0.1:3000) and prints the answer and the CloudEvents that came out on RabbitMQ.
+http://127.0.0.1:3000) and prints the answer and the CloudEvents that came out: watched on RabbitMQ when AMQP_URL
+is set, else read from the gateway's admin API with ADMIN_TOKEN.
 
   --count N   send N deliveries, each a new provider event (default 1); prints a summary instead of events
   --rate R    deliveries a second when sending several (default 10)

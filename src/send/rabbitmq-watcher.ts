@@ -1,25 +1,8 @@
 import amqp from 'amqplib'
+import { errorText, type SeenEvent, type WatchStart } from './event-watch.ts'
 
 const connectTimeoutMs = 3000
 const pollMs = 20
-
-/** One message seen on the exchange. */
-export interface SeenEvent {
-  readonly routingKey: string
-  /** The CloudEvent, or the body as text when it is not JSON. */
-  readonly event: Record<string, unknown> | string
-}
-
-export interface EventWatch {
-  /** Events seen so far whose `webhookid` is `webhookId`, in arrival order. */
-  eventsOf(webhookId: string): readonly SeenEvent[]
-  /** Resolves once each webhook has at least its expected number of events, or when `timeoutMs` is up. */
-  waitFor(expected: ReadonlyMap<string, number>, timeoutMs: number): Promise<void>
-  close(): Promise<void>
-}
-
-/** A watch, or why there is none (the sending goes on without it). */
-export type WatchStart = { readonly watch: EventWatch } | { readonly unavailable: string }
 
 /** `amqp://guest:***@host`: a URL fit to print. */
 export function withoutPassword(url: string): string {
@@ -80,12 +63,15 @@ export async function watchEvents(amqpUrl: string, exchange: string): Promise<Wa
     const eventsOf = (webhookId: string) => byWebhook.get(webhookId) ?? []
     return {
       watch: {
+        source: `on the RabbitMQ exchange "${exchange}"`,
         eventsOf,
+        noteOf: () => undefined,
         async waitFor(expected, timeoutMs) {
           const deadline = Date.now() + timeoutMs
           const complete = () => [...expected].every(([id, count]) => eventsOf(id).length >= count)
           while (!complete() && Date.now() < deadline)
             await new Promise((resolve) => setTimeout(resolve, pollMs))
+          return undefined
         },
         close,
       },
@@ -105,14 +91,4 @@ function parseObject(text: string): Record<string, unknown> | string {
   } catch {
     return text
   }
-}
-
-/** An error's message, or its code when the message is empty (as for a refused connection). */
-export function errorText(error: unknown): string {
-  const failure = error as NodeJS.ErrnoException & { cause?: unknown }
-  const cause = failure.cause as NodeJS.ErrnoException | undefined
-  return (
-    [failure.message, cause?.message ?? cause?.code].filter(Boolean).join(': ') ||
-    String(failure.code ?? error)
-  )
 }

@@ -1,5 +1,6 @@
 import { fetch, type Agent } from 'undici'
 import type { Config } from '../config.ts'
+import type { EventWatch } from './event-watch.ts'
 import type { Offer } from './offered.ts'
 import type { PayPalSetup } from './paypal-setup.ts'
 import type { DeliveryResult, Outcome } from './send.ts'
@@ -15,6 +16,8 @@ export interface Report {
   readonly warn: (text: string) => void
   readonly paypal: PayPalSetup | undefined
   readonly eventWaitMs: number
+  /** Where the events were read from, when they could be. */
+  readonly watch: EventWatch | undefined
   /** Why events could not be watched, when they could not. */
   readonly eventsUnavailable: string | undefined
   /** The run's connections to the gateway. */
@@ -38,25 +41,25 @@ export async function reportOne(delivery: DeliveryResult, report: Report) {
     for (const hint of hintsFor(delivery, report)) warn(hint)
     return
   }
-  const exchange = report.config.exchange
-  if (eventsUnavailable) {
-    say(`\nevents: not shown (${eventsUnavailable})`)
+  const { watch } = report
+  if (eventsUnavailable || !watch) {
+    say(`\nevents: not shown (${eventsUnavailable ?? 'nowhere to read them from'})`)
     return
   }
+  const note = delivery.webhookId ? watch.noteOf(delivery.webhookId) : undefined
   if (delivery.events.length === 0) {
     say(
-      `\nno events on the exchange "${exchange}" for webhook ${delivery.webhookId} within ${report.eventWaitMs / 1000} s.`,
+      `\nno events ${watch.source} for webhook ${delivery.webhookId} within ${report.eventWaitMs / 1000} s.`,
     )
-    warn(await noEventsHint(report))
+    warn(note ?? (await noEventsHint(report)))
     return
   }
-  say(
-    `\n${delivery.events.length} event${delivery.events.length === 1 ? '' : 's'} on the exchange "${exchange}":`,
-  )
+  say(`\n${delivery.events.length} event${delivery.events.length === 1 ? '' : 's'} ${watch.source}:`)
   for (const seen of delivery.events) {
     const body = typeof seen.event === 'string' ? seen.event : JSON.stringify(seen.event, null, 2)
     say(`\n${seen.routingKey}\n${indent(body)}`)
   }
+  if (note) say(`\n${note}`)
   const missing = missingKeys(delivery)
   if (missing.length > 0) say(`\nstill missing after ${report.eventWaitMs / 1000} s: ${missing.join(', ')}`)
 }
@@ -66,7 +69,7 @@ export async function reportMany(
   deliveries: readonly DeliveryResult[],
   report: Report & { readonly elapsedMs: number; readonly rate: number },
 ) {
-  const { say, warn, eventsUnavailable } = report
+  const { say, warn, watch, eventsUnavailable } = report
   const counted = (outcome: Outcome) => deliveries.filter((delivery) => delivery.outcome === outcome).length
   const latencies = deliveries
     .filter((delivery) => delivery.status !== undefined)
@@ -84,15 +87,18 @@ export async function reportMany(
   if (latencies.length > 0)
     say(`answer time: p50 ${ms(percentile(latencies, 0.5))}, p99 ${ms(percentile(latencies, 0.99))}`)
   const accepted = deliveries.filter((delivery) => delivery.outcome === 'accepted')
-  if (eventsUnavailable) say(`events: not shown (${eventsUnavailable})`)
+  if (eventsUnavailable || !watch)
+    say(`events: not shown (${eventsUnavailable ?? 'nowhere to read them from'})`)
   else if (accepted.length > 0) {
     const seen = accepted.reduce((sum, delivery) => sum + delivery.events.length, 0)
     const expected = accepted.reduce((sum, delivery) => sum + delivery.expected.length, 0)
     const webhooks = `${accepted.length} accepted webhook${accepted.length === 1 ? '' : 's'}`
-    say(
-      `events seen on the exchange "${report.config.exchange}": ${seen} of ${expected} expected, for ${webhooks}`,
+    say(`events seen ${watch.source}: ${seen} of ${expected} expected, for ${webhooks}`)
+    const notes = accepted.flatMap(
+      (delivery) => (delivery.webhookId ? watch.noteOf(delivery.webhookId) : undefined) ?? [],
     )
-    if (seen === 0) warn(await noEventsHint(report))
+    if (notes.length > 0) warn(`${notes.length} of them not processed yet, e.g. ${notes[0]}`)
+    else if (seen === 0) warn(await noEventsHint(report))
   }
   // One explanation per kind of failure, with an example answer.
   const shown = new Set<string>()

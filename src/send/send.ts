@@ -8,7 +8,9 @@ import { expectedRoutingKeys } from './expected-events.ts'
 import { findOffer, offered, offeredList, type Offer, type ProviderName, type Target } from './offered.ts'
 import { setUpPayPal, type PayPalSetup } from './paypal-setup.ts'
 import { startProgress, type Tally } from './progress.ts'
-import { errorText, watchEvents, type SeenEvent } from './rabbitmq-watcher.ts'
+import { watchAdminApi } from './admin-api-watcher.ts'
+import { errorText, type SeenEvent, type WatchStart } from './event-watch.ts'
+import { watchEvents } from './rabbitmq-watcher.ts'
 import { reportMany, reportOne } from './report.ts'
 
 export const defaultGatewayUrl = 'http://127.0.0.1:3000'
@@ -24,7 +26,8 @@ export interface SendOptions {
   readonly rate?: number
   /**
    * GATEWAY_URL, and the gateway's own variables read the gateway's way (src/config.ts): the provider's
-   * secret (the first one listed), AMQP_URL, AMQP_EXCHANGE, PUBLIC_BASE_URL, PAYPAL_CERT_ORIGINS, PAYPAL_CA_FILE.
+   * secret (the first one listed), AMQP_URL, AMQP_EXCHANGE, ADMIN_TOKEN, PUBLIC_BASE_URL, PAYPAL_CERT_ORIGINS,
+   * PAYPAL_CA_FILE. Without AMQP_URL the events are read from the gateway's admin API, with ADMIN_TOKEN.
    */
   readonly env: Readonly<Record<string, string | undefined>>
   /** Where the PayPal test certificate is kept; `.send` in the working directory by default. */
@@ -50,7 +53,7 @@ export interface DeliveryResult {
   readonly latencyMs: number
   /** The routing keys the gateway's registry maps this delivery to (raw first). */
   readonly expected: readonly string[]
-  /** The events that came out on RabbitMQ for this webhook. */
+  /** The events that came out for this webhook, on RabbitMQ or as the gateway's admin API shows them. */
   readonly events: readonly SeenEvent[]
 }
 
@@ -64,7 +67,8 @@ export interface SendResult {
 
 /**
  * Signs realistic deliveries of one provider event the way the provider does, posts them to the gateway, and
- * reports the answers and the CloudEvents that came out on RabbitMQ for them.
+ * reports the answers and the CloudEvents that came out for them: on RabbitMQ, or without a broker (no AMQP_URL)
+ * as the gateway's admin API shows them.
  */
 export async function send(options: SendOptions): Promise<SendResult> {
   const stdout = options.stdout ?? process.stdout
@@ -125,14 +129,12 @@ export async function send(options: SendOptions): Promise<SendResult> {
     ...(paypal ? { paypal: { certUrl: paypal.server.certUrl, privateKey: paypal.privateKey } } : {}),
   }
 
-  // Bound before the first delivery, so no event can come out before anyone listens.
-  const watching = await watchEvents(config.amqpUrl, config.exchange)
-  const watch = 'watch' in watching ? watching.watch : undefined
-  const eventsUnavailable = 'unavailable' in watching ? watching.unavailable : undefined
-
   // Connections of this run only: none left idle by an earlier run in the same process (a test) that the
   // gateway may be closing as it is reused.
   const agent = new Agent()
+  const watching = await startWatch(config, gatewayUrl, agent)
+  const watch = 'watch' in watching ? watching.watch : undefined
+  let eventsUnavailable = 'unavailable' in watching ? watching.unavailable : undefined
   try {
     await offer.prepare?.()
     const path = `/webhooks/${provider}`
@@ -154,7 +156,7 @@ export async function send(options: SendOptions): Promise<SendResult> {
     for (const answer of answers)
       if (answer.outcome === 'accepted' && answer.webhookId)
         expected.set(answer.webhookId, Math.max(1, answer.expected.length))
-    if (watch && expected.size > 0) await watch.waitFor(expected, eventWaitMs)
+    if (watch && expected.size > 0) eventsUnavailable = await watch.waitFor(expected, eventWaitMs)
     const deliveries = answers.map((answer) => ({
       ...answer,
       events: watch && answer.webhookId ? [...watch.eventsOf(answer.webhookId)] : [],
@@ -170,6 +172,7 @@ export async function send(options: SendOptions): Promise<SendResult> {
       warn,
       paypal,
       eventWaitMs,
+      watch,
       eventsUnavailable,
       agent,
     }
@@ -181,6 +184,19 @@ export async function send(options: SendOptions): Promise<SendResult> {
     await watch?.close()
     await paypal?.server.close()
     await agent.close()
+  }
+}
+
+/**
+ * Where the events will be read from: RabbitMQ, bound before the first delivery so no event comes out before
+ * anyone listens; without a broker, the gateway's admin API, which maps them from the stored webhook.
+ */
+async function startWatch(config: Config, gatewayUrl: string, agent: Agent): Promise<WatchStart> {
+  if (config.amqpUrl) return watchEvents(config.amqpUrl, config.exchange)
+  if (config.adminToken) return { watch: watchAdminApi(gatewayUrl, config.adminToken, agent) }
+  return {
+    unavailable:
+      "no AMQP_URL to watch RabbitMQ and no ADMIN_TOKEN to read the gateway's admin API: set AMQP_URL or ADMIN_TOKEN",
   }
 }
 

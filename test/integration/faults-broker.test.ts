@@ -52,7 +52,7 @@ async function gatewayBehindBrokerProxy(options: { paused: boolean }) {
     AMQP_URL: proxy.url(services.amqp),
   })
   // These tests are about the broker: Redis must be up before health is asserted.
-  await waitFor(() => gateway.gateway.redis.status === 'ready')
+  await waitFor(() => gateway.gateway.redis?.status === 'ready')
   // The test's own consumer talks to RabbitMQ directly: only the gateway suffers the outage.
   const direct = { ...gateway.config, amqpUrl: services.amqp }
   return { proxy, gateway, direct }

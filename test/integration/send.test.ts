@@ -56,7 +56,7 @@ const published: Record<string, Record<string, string[]>> = {
 const db = useTestDatabase()
 let gw: TestGateway
 /** The sender's environment: what .env would give npm run send next to this gateway. */
-let senderEnv: Record<string, string>
+let senderEnv: Record<string, string | undefined>
 /** Where the send tool keeps its PayPal test CA, instead of the working directory's .send/. */
 let stateDir: string
 
@@ -223,6 +223,98 @@ describe('send', () => {
     expect(stdout).toContain('events: not shown (cannot connect to RabbitMQ')
   })
 
+  describe('without AMQP_URL', () => {
+    const adminToken = 'send-admin-token'
+    /** A gateway with the admin API on; the file's gateway, on the same database, publishes what it stores. */
+    const adminGateway = () => db.startGateway({ ...secrets, ADMIN_TOKEN: adminToken, ROLE: 'api' })
+
+    it('reads the events from the gateway’s admin API, and says so', async () => {
+      const withAdmin = await adminGateway()
+      const env = { ...senderEnv, AMQP_URL: '', ADMIN_TOKEN: adminToken, GATEWAY_URL: withAdmin.url }
+
+      const { result, stdout, stderr } = await sendQuietly({
+        provider: 'stripe',
+        event: 'payment_intent.succeeded',
+        env,
+      })
+
+      expect(result.exitCode, stdout + stderr).toBe(0)
+      const [delivery] = result.deliveries
+      expect(delivery!.events.map((seen) => seen.routingKey)).toEqual([
+        'raw.stripe.payment_intent.succeeded',
+        'payment.completed',
+      ])
+      for (const seen of delivery!.events) {
+        expect(seen.event).toMatchObject({
+          specversion: '1.0',
+          type: seen.routingKey,
+          webhookid: delivery!.webhookId,
+        })
+        expect(stdout).toContain(`\n${seen.routingKey}\n`)
+      }
+      expect(stdout).toContain("\n2 events from the gateway's admin API (no broker configured):\n")
+      // Read once processed: nothing to say about the webhook's state.
+      expect(stdout).not.toContain('not processed yet')
+      expect(stderr).toBe('')
+    })
+
+    it('sums up the events read from the admin API when sending several', async () => {
+      const withAdmin = await adminGateway()
+      const { AMQP_URL: _broker, ...rest } = senderEnv
+      const env = { ...rest, ADMIN_TOKEN: adminToken, GATEWAY_URL: withAdmin.url }
+
+      const { result, stdout } = await sendQuietly({ provider: 'github', event: 'push', count: 3, env })
+
+      expect(result.exitCode).toBe(0)
+      expect(stdout).toContain(
+        "events seen from the gateway's admin API (no broker configured): 6 of 6 expected, for 3 accepted webhooks",
+      )
+    })
+
+    it('says the events cannot be shown when ADMIN_TOKEN is not set either, and exits 0', async () => {
+      const { AMQP_URL: _broker, ...env } = senderEnv
+
+      const { result, stdout } = await sendQuietly({ provider: 'github', event: 'ping', env })
+
+      expect(result.exitCode).toBe(0)
+      expect(stdout).toMatch(/^200 \{"status":"accepted"/m)
+      expect(stdout).toContain(
+        "\nevents: not shown (no AMQP_URL to watch RabbitMQ and no ADMIN_TOKEN to read the gateway's admin API: " +
+          'set AMQP_URL or ADMIN_TOKEN)\n',
+      )
+    })
+
+    it('says in one line that the admin API refused a wrong ADMIN_TOKEN', async () => {
+      const withAdmin = await adminGateway()
+      const env = { ...senderEnv, AMQP_URL: '', ADMIN_TOKEN: 'not-the-token', GATEWAY_URL: withAdmin.url }
+
+      const { result, stdout, stderr } = await sendQuietly({
+        provider: 'shopify',
+        event: 'orders/create',
+        env,
+      })
+
+      expect(result.exitCode).toBe(0)
+      expect(stdout).toContain(
+        "\nevents: not shown (the gateway's admin API refused ADMIN_TOKEN (401): give npm run send the " +
+          "gateway's ADMIN_TOKEN)\n",
+      )
+      expect(stderr).toBe('')
+    })
+
+    it('says in one line when the gateway has no admin API', async () => {
+      // The file's gateway runs without ADMIN_TOKEN: /admin answers 404.
+      const env = { ...senderEnv, AMQP_URL: '', ADMIN_TOKEN: adminToken }
+
+      const { result, stdout } = await sendQuietly({ provider: 'twilio', event: 'sms.failed', env })
+
+      expect(result.exitCode).toBe(0)
+      expect(stdout).toMatch(
+        /\nevents: not shown \(the gateway answers 404 for GET \/admin\/webhooks\/[0-9a-f-]{36}: is ADMIN_TOKEN set where it runs\?\)\n/,
+      )
+    })
+  })
+
   it('exits 1 when the gateway refuses the signature, with a hint about the secret', async () => {
     const env = { ...senderEnv, SHOPIFY_WEBHOOK_SECRET: 'not-the-gateways-secret' }
 
@@ -264,7 +356,7 @@ describe('send', () => {
     expect(result.exitCode).toBe(0)
     expect(result.deliveries[0]!.events).toEqual([])
     expect(stdout).toContain(
-      `no events on the exchange "${elsewhere}" for webhook ${result.deliveries[0]!.webhookId}`,
+      `no events on the RabbitMQ exchange "${elsewhere}" for webhook ${result.deliveries[0]!.webhookId}`,
     )
     expect(stderr).toContain('GET /health: {"postgres":"up"')
   })

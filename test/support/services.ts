@@ -215,7 +215,7 @@ export interface Capture {
 }
 
 export async function captureEvents(config: Config): Promise<Capture> {
-  const connection: ChannelModel = await amqp.connect(config.amqpUrl)
+  const connection: ChannelModel = await amqp.connect(config.amqpUrl ?? services.amqp)
   const channel = await connection.createChannel()
   const unrouted = `${config.exchange}.unrouted`
   // Same declaration as the publisher's, so whichever comes first, both agree.
@@ -264,12 +264,14 @@ export async function waitFor<T>(
 
 /** Deletes this gateway's Redis keys, as if Redis had been flushed, without touching other test files. */
 export async function flushRedisPrefix(gateway: Gateway, prefix: string): Promise<number> {
+  const { redis } = gateway
+  if (!redis) throw new Error('this gateway runs without Redis')
   let deleted = 0
   let cursor = '0'
   do {
-    const [next, keys] = await gateway.redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
     cursor = next
-    if (keys.length > 0) deleted += await gateway.redis.del(...keys)
+    if (keys.length > 0) deleted += await redis.del(...keys)
   } while (cursor !== '0')
   return deleted
 }

@@ -25,11 +25,14 @@ const layers: readonly (readonly [name: string, owns: (path: string) => boolean]
   ['destinations (src/destinations)', (path) => path.startsWith('src/destinations/')],
   ['administration (src/admin)', (path) => path.startsWith('src/admin/')],
   ['the HTTP surface (src/http)', (path) => path.startsWith('src/http/')],
-  ['composition and tools (gateway.ts, main.ts, src/send)', (path) => composition(path)],
+  ['composition and tools (gateway.ts, boot.ts, main.ts, dev.ts, src/send)', (path) => composition(path)],
 ]
 
 function composition(path: string): boolean {
-  return ['src/gateway.ts', 'src/main.ts'].includes(path) || path.startsWith('src/send/')
+  return (
+    ['src/gateway.ts', 'src/boot.ts', 'src/main.ts', 'src/dev.ts'].includes(path) ||
+    path.startsWith('src/send/')
+  )
 }
 
 function layerOf(path: string): number {
