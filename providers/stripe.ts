@@ -1,18 +1,39 @@
 import Stripe from 'stripe'
 import { fromMinor } from '../src/money.ts'
-import { header, MalformedWebhook, type Provider } from '../src/provider.ts'
+import { header, MalformedWebhook, type Handler, type InternalEvent, type Provider } from '../src/provider.ts'
 import { parseJsonObject } from '../src/parse.ts'
 
 // The SDK's own header check; it is set up when the module loads (typed nullable only for other runtimes).
 const stripeSignature = Stripe.webhooks.signature!
 
 type StripeObject = Record<string, any>
-interface StripeEvent {
+
+/** A snapshot event (`"object": "event"`): the object as it was, under `data.object`. */
+interface SnapshotEvent {
   id?: unknown
   type?: unknown
   object?: unknown
   data?: { object?: StripeObject }
 }
+
+/**
+ * A thin event (`"object": "v2.core.event"`, from an event destination): a notification with no data; consumers
+ * fetch the event or its `related_object` from Stripe's API.
+ */
+interface ThinEvent {
+  id: string
+  type: string
+  object: 'v2.core.event'
+  created?: unknown
+  livemode?: unknown
+  context?: unknown
+  related_object?: unknown
+  reason?: unknown
+}
+
+type StripeEvent = SnapshotEvent | ThinEvent
+
+const isThin = (event: StripeEvent): event is ThinEvent => event.object === 'v2.core.event'
 
 const idOf = (value: unknown): string | null =>
   typeof value === 'string'
@@ -24,7 +45,7 @@ const idOf = (value: unknown): string | null =>
 const isoFromUnix = (seconds: unknown): string | null =>
   typeof seconds === 'number' ? new Date(seconds * 1000).toISOString() : null
 
-const objectOf = (event: StripeEvent): StripeObject => {
+const objectOf = (event: SnapshotEvent): StripeObject => {
   const object = event.data?.object
   if (!object || typeof object !== 'object') throw new MalformedWebhook('stripe: event has no data.object')
   return object
@@ -37,6 +58,21 @@ function signedAt(signatureHeader: string): number | undefined {
     if (key?.trim() === 't' && value !== undefined && /^\d+$/.test(value.trim())) return Number(value)
   }
   return undefined
+}
+
+/**
+ * Snapshot handlers that map nothing for a thin event: it has no object to map, even when its type is one of
+ * these keys.
+ */
+function snapshotOnly(
+  handlers: Record<string, (event: SnapshotEvent) => InternalEvent>,
+): Record<string, Handler<StripeEvent>> {
+  return Object.fromEntries(
+    Object.entries(handlers).map(([type, map]) => [
+      type,
+      (event: StripeEvent) => (isThin(event) ? null : map(event)),
+    ]),
+  )
 }
 
 export const stripe: Provider<StripeEvent> = {
@@ -59,16 +95,28 @@ export const stripe: Provider<StripeEvent> = {
     return true
   },
 
+  // stripe-node's parseEventNotification adds nothing here: it is verifyHeader (done above, with the future
+  // check it lacks), JSON.parse (ours keeps the text for the raw event) and this `object` check, plus API
+  // fetchers that need a client with a key.
   parse(req) {
-    const event = parseJsonObject(req.body, 'stripe') as StripeEvent
-    if (event.object === 'v2.core.event') throw new MalformedWebhook('stripe: thin events are not supported')
-    return event
+    const event = parseJsonObject(req.body, 'stripe')
+    if (event.object === 'v2.core.event') {
+      if (typeof event.id !== 'string' || !event.id)
+        throw new MalformedWebhook('stripe: thin event has no id')
+      if (typeof event.type !== 'string' || !event.type)
+        throw new MalformedWebhook('stripe: thin event has no type')
+    } else if (event.object !== undefined && event.object !== 'event') {
+      throw new MalformedWebhook(
+        `stripe: unknown object ${JSON.stringify(event.object)} (expected "event" or "v2.core.event")`,
+      )
+    }
+    return event as StripeEvent
   },
 
   eventKey: (_req, event) => (typeof event.id === 'string' && event.id ? event.id : undefined),
   eventType: (_req, event) => (typeof event.type === 'string' && event.type ? event.type : undefined),
 
-  handlers: {
+  handlers: snapshotOnly({
     'payment_intent.succeeded': (event) => {
       const intent = objectOf(event)
       const minor =
@@ -131,5 +179,5 @@ export const stripe: Provider<StripeEvent> = {
         },
       }
     },
-  },
+  }),
 }

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { startReceiver, verifyStandardWebhook, type Receiver } from '../support/receiver.ts'
-import { useTestDatabase, waitFor, type Capture, type TestGateway } from '../support/services.ts'
+import { adminApi, useTestDatabase, waitFor, type Capture, type TestGateway } from '../support/services.ts'
 import { githubDelivery, githubExample, paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
 const stripeSecret = 'whsec_destinations'
@@ -23,16 +23,7 @@ beforeAll(async () => {
   events = await db.captureEvents(gw.config)
 })
 
-/** Admin API calls; bodies are the contract's JSON, read loosely. */
-async function admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${gw.url}/admin${path}`, {
-    method,
-    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  const text = await response.text()
-  return { status: response.status, body: text ? JSON.parse(text) : undefined }
-}
+const admin = adminApi(() => gw, adminToken)
 
 /** A receiver on loopback, closed after the test. */
 async function receiver(...args: Parameters<typeof startReceiver>): Promise<Receiver> {

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { startReceiver, verifyStandardWebhook, type Receiver } from '../support/receiver.ts'
-import { useTestDatabase, waitFor, type Capture, type TestGateway } from '../support/services.ts'
+import { adminApi, useTestDatabase, waitFor, type Capture, type TestGateway } from '../support/services.ts'
 import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
 /**
@@ -41,15 +41,7 @@ beforeAll(async () => {
     CREATE TRIGGER test_log_claim AFTER INSERT OR UPDATE ON deliveries FOR EACH ROW EXECUTE FUNCTION test_log_claim();`)
 })
 
-async function admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${gw.url}/admin${path}`, {
-    method,
-    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  const text = await response.text()
-  return { status: response.status, body: text ? JSON.parse(text) : undefined }
-}
+const admin = adminApi(() => gw, adminToken)
 
 async function receiver(): Promise<Receiver> {
   const started = await startReceiver()

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { startReceiver, verifyStandardWebhook } from '../support/receiver.ts'
-import { useTestDatabase, waitFor, type TestGateway } from '../support/services.ts'
+import { adminApi, useTestDatabase, waitFor, type TestGateway } from '../support/services.ts'
 import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
 /**
@@ -26,15 +26,7 @@ beforeAll(async () => {
   })
 })
 
-async function admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${gw.url}/admin${path}`, {
-    method,
-    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  const text = await response.text()
-  return { status: response.status, body: text ? JSON.parse(text) : undefined }
-}
+const admin = adminApi(() => gw, adminToken)
 
 async function postPayment(): Promise<string> {
   const { body, headers } = stripeDelivery(paymentIntentSucceeded({ amount: 4200 }), { secret })

@@ -3,13 +3,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { offered } from '../../src/send/offered.ts'
 import { paypalTestCertificate } from '../../src/send/paypal-test-certificate.ts'
 import { send, type SendOptions } from '../../src/send/send.ts'
-import { uniqueName, useTestDatabase, withChannel, type TestGateway } from '../support/services.ts'
+import { uniqueName, useTestDatabase, withChannel, type TestGateway, sink } from '../support/services.ts'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const secrets = {
@@ -28,6 +27,8 @@ const published: Record<string, Record<string, string[]>> = {
     'customer.subscription.created': ['raw.stripe.customer.subscription.created', 'subscription.created'],
     'invoice.payment_succeeded': ['raw.stripe.invoice.payment_succeeded', 'invoice.paid'],
     'charge.refunded': ['raw.stripe.charge.refunded'],
+    'v1.billing.meter.error_report_triggered': ['raw.stripe.v1.billing.meter.error_report_triggered'],
+    'v2.core.event_destination.ping': ['raw.stripe.v2.core.event_destination.ping'],
   },
   github: {
     push: ['raw.github.push', 'git.push'],
@@ -67,18 +68,6 @@ async function freePort(): Promise<number> {
   const { port } = server.address() as { port: number }
   await new Promise((resolve) => server.close(resolve))
   return port
-}
-
-/** A stream that keeps what is written to it. */
-function sink() {
-  let text = ''
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      text += String(chunk)
-      done()
-    },
-  })
-  return { stream, text: () => text }
 }
 
 async function sendQuietly(options: Omit<SendOptions, 'stdout' | 'stderr' | 'stateDir'>) {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { Writable } from 'node:stream'
 import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
 import postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest'
@@ -274,4 +275,32 @@ export async function flushRedisPrefix(gateway: Gateway, prefix: string): Promis
     if (keys.length > 0) deleted += await redis.del(...keys)
   } while (cursor !== '0')
   return deleted
+}
+
+/** Admin API calls to a test gateway (a getter: it starts in beforeAll); bodies are the contract's JSON, read loosely. */
+export function adminApi(
+  gateway: () => { readonly url: string },
+  token: string,
+): (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }> {
+  return async (method, path, body) => {
+    const response = await fetch(`${gateway().url}/admin${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    })
+    const text = await response.text()
+    return { status: response.status, body: text ? JSON.parse(text) : undefined }
+  }
+}
+
+/** A stream that keeps what is written to it. */
+export function sink() {
+  let text = ''
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      text += String(chunk)
+      done()
+    },
+  })
+  return { stream, text: () => text }
 }

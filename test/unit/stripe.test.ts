@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { stripe } from '../../providers/stripe.ts'
+import { MalformedWebhook } from '../../src/provider.ts'
 import { internalEvents } from '../../src/pipeline/registry.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
 import { stripeDelivery, stripeFixture } from '../support/signed.ts'
@@ -117,15 +118,111 @@ describe('stripe.parse, eventKey, eventType', () => {
     expect(() => stripe.parse(request('{"id":', {}))).toThrow(/not valid JSON/)
   })
 
-  it('refuses a thin event', () => {
-    expect(() =>
-      stripe.parse(request(JSON.stringify({ id: 'evt_1', object: 'v2.core.event', type: 'x' }), {})),
-    ).toThrow(/thin/)
+  it('refuses a body whose object is neither a snapshot nor a thin event', () => {
+    const req = signed({ ...stripeFixture('payment_intent.succeeded'), object: 'v3.core.event' })
+    expect(() => stripe.parse(req)).toThrow(
+      new MalformedWebhook('stripe: unknown object "v3.core.event" (expected "event" or "v2.core.event")'),
+    )
   })
 
   it('has no key when the event has no id', () => {
     const req = request(JSON.stringify({ type: 'payment_intent.succeeded' }), {})
     expect(stripe.eventKey(req, stripe.parse(req))).toBeUndefined()
+  })
+})
+
+/** A thin event as an event destination sends it (no data: the consumer fetches it from Stripe). */
+const thinEvent = (fields: Record<string, unknown> = {}): Record<string, unknown> => ({
+  id: 'evt_test_65R9Ijk8b1bHGrxgsTD16R9Ijk8bSQoNkqXyKMbmBT2Ra',
+  object: 'v2.core.event',
+  type: 'v1.billing.meter.error_report_triggered',
+  livemode: false,
+  created: '2026-11-22T11:59:58.246Z',
+  context: null,
+  reason: null,
+  related_object: {
+    id: 'mtr_test_61R9IjkxAxbMWxqjl41IvTlxxCJnwN8a',
+    type: 'billing.meter',
+    url: '/v1/billing/meters/mtr_test_61R9IjkxAxbMWxqjl41IvTlxxCJnwN8a',
+  },
+  ...fields,
+})
+
+describe('stripe thin events', () => {
+  it('accepts a thin event signed by Stripe’s SDK, and keys and types it on its id and type', async () => {
+    const event = thinEvent()
+    const req = signed(event)
+    expect(await stripe.verify(req, secret, verifyContext({}, now))).toBe(true)
+    const payload = stripe.parse(req)
+    expect(payload).toEqual(event)
+    expect(stripe.eventKey(req, payload)).toBe('evt_test_65R9Ijk8b1bHGrxgsTD16R9Ijk8bSQoNkqXyKMbmBT2Ra')
+    expect(stripe.eventType(req, payload)).toBe('v1.billing.meter.error_report_triggered')
+  })
+
+  it('keys and types an event destination’s ping', () => {
+    const req = signed(thinEvent({ id: 'evt_test_ping1', type: 'v2.core.event_destination.ping' }))
+    const payload = stripe.parse(req)
+    expect(stripe.eventKey(req, payload)).toBe('evt_test_ping1')
+    expect(stripe.eventType(req, payload)).toBe('v2.core.event_destination.ping')
+  })
+
+  it('rejects a thin event signed with another secret', async () => {
+    const ctx = verifyContext({}, now)
+    expect(await stripe.verify(signed(thinEvent(), { secret: 'whsec_other' }), secret, ctx)).toBe(false)
+    expect(ctx.reasons[0]).toMatch(/^stripe: No signatures found matching/)
+  })
+
+  it('rejects a tampered thin event', async () => {
+    const req = signed(thinEvent())
+    const tampered = {
+      ...req,
+      body: Buffer.from(req.body.toString().replace('"livemode":false', '"livemode":true')),
+    }
+    expect(tampered.body.equals(req.body)).toBe(false)
+    expect(await stripe.verify(tampered, secret, verifyContext({}, now))).toBe(false)
+  })
+
+  it('rejects a thin event signed longer ago than the tolerance', async () => {
+    const ctx = verifyContext({}, now)
+    expect(await stripe.verify(signed(thinEvent(), { timestamp: nowSeconds - 301 }), secret, ctx)).toBe(false)
+    expect(ctx.reasons[0]).toMatch(/tolerance/i)
+  })
+
+  it('rejects a thin event signed further in the future than the tolerance', async () => {
+    const ctx = verifyContext({}, now)
+    expect(await stripe.verify(signed(thinEvent(), { timestamp: nowSeconds + 301 }), secret, ctx)).toBe(false)
+    expect(ctx.reasons[0]).toBe('stripe: timestamp 301 s in the future, outside the 300 s tolerance')
+  })
+
+  it('maps no internal event for a thin event', () => {
+    const req = signed(thinEvent())
+    expect(internalEvents(stripe, 'v1.billing.meter.error_report_triggered', stripe.parse(req), req)).toEqual(
+      [],
+    )
+  })
+
+  it('maps no internal event for a thin event whose type is a snapshot handler’s', () => {
+    // Even carrying a snapshot's data.object, a thin event never reaches the payment_intent.succeeded handler.
+    const snapshot = stripeFixture('payment_intent.succeeded')
+    const req = signed(thinEvent({ type: 'payment_intent.succeeded', data: snapshot.data }))
+    const payload = stripe.parse(req)
+    expect(stripe.eventType(req, payload)).toBe('payment_intent.succeeded')
+    expect(internalEvents(stripe, 'payment_intent.succeeded', payload, req)).toEqual([])
+  })
+
+  it('refuses a thin event with no id', () => {
+    const { id: _, ...event } = thinEvent()
+    expect(() => stripe.parse(signed(event))).toThrow(new MalformedWebhook('stripe: thin event has no id'))
+  })
+
+  it('refuses a thin event with an empty or non-string id', () => {
+    expect(() => stripe.parse(signed(thinEvent({ id: '' })))).toThrow(/thin event has no id/)
+    expect(() => stripe.parse(signed(thinEvent({ id: 42 })))).toThrow(/thin event has no id/)
+  })
+
+  it('refuses a thin event with no type', () => {
+    const { type: _, ...event } = thinEvent()
+    expect(() => stripe.parse(signed(event))).toThrow(new MalformedWebhook('stripe: thin event has no type'))
   })
 })
 
