@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { readProvidersFile, secretKey, type ProviderSpec } from './providers-file.ts'
 
 const list = z
   .string()
@@ -66,6 +67,7 @@ const schema = z.object({
         .filter(Boolean),
     ),
   PAYPAL_CA_FILE: z.string().optional(),
+  PROVIDERS_FILE: z.string().optional(),
   ADMIN_TOKEN: z.string().optional(),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   // Extensions beyond the contract's table: limits and timings, all with the contract's defaults.
@@ -122,6 +124,8 @@ export interface Config {
   readonly exchange: string
   readonly unroutedMaxLength: number
   readonly publicBaseUrl: string | undefined
+  /** Senders declared in PROVIDERS_FILE, checked; their secrets are in `secrets` under their names. */
+  readonly configuredProviders: readonly ProviderSpec[]
   /** Provider name -> the secrets that may have signed a delivery (several while rotating). */
   readonly secrets: Readonly<Record<string, readonly string[]>>
   readonly paypal: { readonly certOrigins: readonly string[]; readonly caFile: string | undefined }
@@ -178,6 +182,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new Error(`invalid configuration: ${problems.join('; ')}`)
   }
   const e = result.data
+  const configured = e.PROVIDERS_FILE ? readConfiguredProviders(e.PROVIDERS_FILE, env) : []
   return Object.freeze({
     port: e.PORT,
     host: e.HOST,
@@ -192,20 +197,29 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     exchange: e.AMQP_EXCHANGE,
     unroutedMaxLength: e.AMQP_UNROUTED_MAX_LENGTH,
     publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, ''),
+    configuredProviders: Object.freeze(configured.map(({ spec }) => spec)),
     secrets: Object.freeze({
       stripe: e.STRIPE_WEBHOOK_SECRET,
       github: e.GITHUB_WEBHOOK_SECRET,
       twilio: e.TWILIO_AUTH_TOKEN,
       shopify: e.SHOPIFY_WEBHOOK_SECRET,
       paypal: e.PAYPAL_WEBHOOK_ID,
+      ...Object.fromEntries(configured.map(({ spec, secrets }) => [spec.name, secrets])),
     }),
     paypal: Object.freeze({ certOrigins: e.PAYPAL_CERT_ORIGINS, caFile: e.PAYPAL_CA_FILE }),
     adminToken: e.ADMIN_TOKEN || undefined,
     logLevel: e.LOG_LEVEL,
-    maxBodyBytes: Object.freeze({ default: e.MAX_BODY_BYTES, github: e.GITHUB_MAX_BODY_BYTES }),
+    maxBodyBytes: Object.freeze({
+      default: e.MAX_BODY_BYTES,
+      github: e.GITHUB_MAX_BODY_BYTES,
+      ...Object.fromEntries(
+        configured.flatMap(({ spec }) => (spec.maxBodyBytes ? [[spec.name, spec.maxBodyBytes]] : [])),
+      ),
+    }),
     toleranceSeconds: Object.freeze({
       stripe: e.STRIPE_TOLERANCE_SECONDS,
       paypal: e.PAYPAL_TOLERANCE_SECONDS,
+      ...Object.fromEntries(configured.map(({ spec }) => [spec.name, spec.toleranceSeconds])),
     }),
     retryDelaysSeconds: Object.freeze(e.RETRY_DELAYS_SECONDS),
     workerConcurrency: Math.max(1, e.WORKER_CONCURRENCY),
@@ -231,4 +245,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }),
     retention: Object.freeze({ days: e.RETENTION_DAYS, failedDays: e.RETENTION_FAILED_DAYS }),
   })
+}
+
+/**
+ * PROVIDERS_FILE's senders with their secrets, read from the variables each names (never from the file). Any
+ * problem stops the start as an invalid configuration naming the file, the entry and the field.
+ */
+function readConfiguredProviders(
+  path: string,
+  env: Record<string, string | undefined>,
+): { spec: ProviderSpec; secrets: readonly string[] }[] {
+  try {
+    return readProvidersFile(path).map((spec) => {
+      const secrets = (env[spec.secretEnv] ?? '')
+        .split(',')
+        .map((item) => item.trim())
+        .filter((item) => item.length > 0)
+      const where = `provider "${spec.name}": secret_env: ${spec.secretEnv}`
+      if (secrets.length === 0) throw new Error(`${path}: ${where} is not set`)
+      for (const [index, secret] of secrets.entries()) {
+        try {
+          secretKey(spec, secret)
+        } catch (error) {
+          throw new Error(`${path}: ${where}: secret ${index + 1} ${(error as Error).message}`)
+        }
+      }
+      return { spec, secrets: Object.freeze(secrets) }
+    })
+  } catch (error) {
+    throw new Error(`invalid configuration: PROVIDERS_FILE: ${(error as Error).message}`)
+  }
 }

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { Redis } from 'ioredis'
 import { providers as allProviders, type Providers } from '../providers/index.ts'
+import { configuredProviders } from '../providers/configured.ts'
 import { createApp } from './http/app.ts'
 import type { Config } from './config.ts'
 import { ClaimOwner } from './db/owners.ts'
@@ -79,7 +80,11 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
 async function startOn(databaseUrl: string, config: Config, options: StartOptions): Promise<Gateway> {
   const log = options.log ?? createLogger(config.logLevel)
-  const providers = options.providers ?? allProviders
+  // The five built in, and the senders PROVIDERS_FILE declares.
+  const providers = options.providers ?? {
+    ...allProviders,
+    ...configuredProviders(config.configuredProviders),
+  }
   const runsApi = config.role !== 'worker'
   const runsWorker = config.role !== 'api'
 

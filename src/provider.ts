@@ -44,6 +44,17 @@ export interface Provider<P = any> {
   eventKey(req: WebhookRequest, payload: P): string | undefined
   eventType(req: WebhookRequest, payload: P): string | undefined
   readonly handlers: Readonly<Record<string, Handler<P>>>
+  /**
+   * The provider's own answer to a verified request that is not an event (Slack's url_verification
+   * challenge): sent instead of storing anything.
+   */
+  reply?(req: WebhookRequest, payload: P): Reply | undefined
+}
+
+/** A 200 with a body the provider asked for. */
+export interface Reply {
+  readonly contentType: string
+  readonly body: string
 }
 
 /** A verified body the gateway cannot read: answered 400, never stored. */

@@ -87,6 +87,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const incoming = c.env?.incoming
     const delivery = incoming ? deliveryFromNode(incoming) : deliveryFromFetch(c.req.raw)
     const answer = await ingest(deps, provider, secrets, delivery, c.get('requestId'))
+    if ('reply' in answer) return c.body(answer.reply.body, 200, { 'content-type': answer.reply.contentType })
     return c.json(answer.body, answer.status)
   })
 

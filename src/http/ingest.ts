@@ -8,7 +8,7 @@ import type { Intake } from '../pipeline/intake.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
 import type { Rejections } from '../ops/rejections.ts'
-import { MalformedWebhook, type Provider, type WebhookRequest } from '../provider.ts'
+import { MalformedWebhook, type Provider, type Reply, type WebhookRequest } from '../provider.ts'
 
 export interface IngestDeps {
   readonly config: Config
@@ -40,6 +40,8 @@ export type Answer =
       readonly body: { readonly status: 'accepted' | 'duplicate'; readonly id: string }
     }
   | { readonly status: 400 | 401 | 413 | 429 | 503; readonly body: { readonly error: string } }
+  /** The provider's own answer to a request that is not an event (nothing stored). */
+  | { readonly status: 200; readonly reply: Reply }
 
 class BodyTooLarge extends Error {}
 
@@ -217,6 +219,12 @@ export async function ingest(
   let payload: unknown
   try {
     payload = provider.parse(req)
+    const reply = provider.reply?.(req, payload)
+    if (reply) {
+      outcome('replied')
+      log.info('replied', { requestId, provider: provider.name })
+      return { status: 200, reply }
+    }
     eventKey = storable(provider.eventKey(req, payload), 'event id', provider)
     eventType = storable(provider.eventType(req, payload), 'event type', provider)
   } catch (error) {

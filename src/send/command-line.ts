@@ -12,7 +12,8 @@ is set, else read from the gateway's admin API with ADMIN_TOKEN.
   --rate R    deliveries a second when sending several (default 10)
 
 Offered:
-${offeredList()}`
+${offeredList()}
+  and every sender PROVIDERS_FILE declares, with any type (npm run send -- acme invoice.paid)`
 
 export type CommandLine =
   | { readonly provider: string; readonly event: string; readonly count: number; readonly rate: number }

@@ -1,4 +1,4 @@
-import { providers, type Providers } from '../../providers/index.ts'
+import type { Providers } from '../../providers/index.ts'
 import { rawRoutingKey } from '../pipeline/events.ts'
 import type { WebhookRequest } from '../provider.ts'
 import { internalEvents } from '../pipeline/registry.ts'
@@ -16,8 +16,8 @@ export interface Received {
  * The routing keys the gateway will publish for a delivery (its raw event, then the mapped internal ones),
  * worked out with the gateway's own providers and registry; empty when it cannot tell.
  */
-export function expectedRoutingKeys(provider: string, delivery: Received): string[] {
-  const handling = (providers as Providers)[provider]
+export function expectedRoutingKeys(providers: Providers, provider: string, delivery: Received): string[] {
+  const handling = Object.hasOwn(providers, provider) ? providers[provider] : undefined
   if (!handling) return []
   const req: WebhookRequest = {
     method: 'POST',

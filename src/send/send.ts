@@ -4,6 +4,9 @@ import type { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, fetch } from 'undici'
 import { loadConfig, type Config } from '../config.ts'
+import { configuredProviders } from '../../providers/configured.ts'
+import { providers as builtIn, type Providers } from '../../providers/index.ts'
+import { configuredOffer } from './configured.ts'
 import { expectedRoutingKeys } from './expected-events.ts'
 import { findOffer, offered, offeredList, type Offer, type ProviderName, type Target } from './offered.ts'
 import { setUpPayPal, type PayPalSetup } from './paypal-setup.ts'
@@ -80,7 +83,17 @@ export async function send(options: SendOptions): Promise<SendResult> {
     return { exitCode: 2, deliveries: [] }
   }
 
-  const found = findOffer(options.provider, options.event)
+  let config: Config
+  try {
+    config = loadConfig(options.env)
+  } catch (error) {
+    return refuse(`send: ${(error as Error).message}`)
+  }
+  // A sender PROVIDERS_FILE declares takes any type: the gateway publishes whatever type it is sent.
+  const spec = config.configuredProviders.find((candidate) => candidate.name === options.provider)
+  const found = spec
+    ? { provider: spec.name, event: options.event, offer: configuredOffer(spec) }
+    : findOffer(options.provider, options.event)
   if (!found) {
     const known = (Object.keys(offered) as ProviderName[]).find(
       (name) => name === options.provider.toLowerCase(),
@@ -99,12 +112,9 @@ export async function send(options: SendOptions): Promise<SendResult> {
   if (!Number.isFinite(rate) || rate <= 0)
     return refuse(`send: --rate must be a number of deliveries a second > 0`)
 
-  let config: Config
-  try {
-    config = loadConfig(options.env)
-  } catch (error) {
-    return refuse(`send: ${(error as Error).message}`)
-  }
+  // The gateway's providers as this configuration has them: what it will publish for a delivery is worked out
+  // with them.
+  const providers: Providers = { ...builtIn, ...configuredProviders(config.configuredProviders) }
   const gatewayUrl = (options.env['GATEWAY_URL'] || defaultGatewayUrl).replace(/\/+$/, '')
   if (!URL.canParse(gatewayUrl)) return refuse(`send: GATEWAY_URL ${JSON.stringify(gatewayUrl)} is not a URL`)
   const secret = config.secrets[provider]?.[0]
@@ -143,7 +153,7 @@ export async function send(options: SendOptions): Promise<SendResult> {
     const started = performance.now()
     let answered = 0
     const answers = await atRate(count, rate, async () => {
-      const answer = await deliverOne(provider, event, offer, target, path, agent)
+      const answer = await deliverOne(provider, event, offer, target, path, agent, providers)
       tally[answer.outcome === 'unanswered' ? 'rejected' : answer.outcome]++
       progress?.update(++answered, tally)
       return answer
@@ -219,10 +229,11 @@ async function deliverOne(
   target: Target,
   path: string,
   agent: Agent,
+  providers: Providers,
 ): Promise<DeliveryResult> {
   const delivery = await offer.deliver(event, target)
   const publicUrl = (target.publicBaseUrl ?? target.gatewayUrl) + path
-  const expected = expectedRoutingKeys(provider, { ...delivery, path, publicUrl })
+  const expected = expectedRoutingKeys(providers, provider, { ...delivery, path, publicUrl })
   const started = performance.now()
   const result = { providerId: delivery.providerId, expected, events: [] }
   try {
