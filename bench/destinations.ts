@@ -10,7 +10,7 @@ import { quantile, runLoad, type WireRequest } from './load.ts'
 import { processCpuMs, postgresCpuMs } from './measure.ts'
 import type { Settings } from './options.ts'
 import { stripePaymentIntent, type Secrets } from './payloads.ts'
-import { createDatabase, deleteExchange, deleteRedisPrefix, uniqueName } from './resources.ts'
+import { createDatabase, deleteExchange, deleteRedisPrefix, services, uniqueName } from './resources.ts'
 
 /**
  * The destinations section: how fast the gateway (npm start's defaults, ROLE=all) gets Stripe payments to an
@@ -130,6 +130,9 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
   const env = {
     ...context.baseEnv(port),
     DATABASE_URL: database.url,
+    // Named always: unset, they would mean no Redis and no broker (the embedded defaults).
+    REDIS_URL: services.redis,
+    AMQP_URL: services.amqp,
     AMQP_EXCHANGE: exchange,
     REDIS_PREFIX: redisPrefix,
     ADMIN_TOKEN: adminToken,

@@ -257,9 +257,8 @@ async function runOne(spec: RunSpec, index: number, context: Context): Promise<R
       defer(`delete exchange ${exchange}`, () => deleteExchange(exchange))
       defer(`delete redis keys ${redisPrefix}*`, () => deleteRedisPrefix(redisPrefix))
       Object.assign(env, { REDIS_PREFIX: redisPrefix, AMQP_EXCHANGE: exchange })
-      // Only where the services are not at the gateway's own defaults.
-      if (process.env.TEST_REDIS_URL) env.REDIS_URL = services.redis
-      if (process.env.TEST_AMQP_URL) env.AMQP_URL = services.amqp
+      // Named always: unset, they would mean no Redis and no broker (the embedded defaults).
+      Object.assign(env, { REDIS_URL: services.redis, AMQP_URL: services.amqp })
       if (kind.gateway.role === 'api') env.ROLE = 'api'
       Object.assign(env, settings.gatewayEnv)
       if (spec.profile) {

@@ -201,9 +201,8 @@ async function runRate(
     DESTINATION_ALLOWED_HOSTS: host,
     DESTINATIONS_FILE: file,
   }
-  // Only where the services are not at the gateway's own defaults.
-  if (process.env.TEST_REDIS_URL) env.REDIS_URL = services.redis
-  if (process.env.TEST_AMQP_URL) env.AMQP_URL = services.amqp
+  // Named always: unset, they would mean no Redis and no broker (the embedded defaults).
+  Object.assign(env, { REDIS_URL: services.redis, AMQP_URL: services.amqp })
   Object.assign(env, settings.gatewayEnv)
   const profileDir = settings.profile
     ? (settings.profileDir ?? mkdtempSync(join(os.tmpdir(), 'bench-profile-')))

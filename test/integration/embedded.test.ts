@@ -22,10 +22,20 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
 })
 
-/** A data directory of the test's own, removed afterwards. */
+/**
+ * A data directory of the test's own, removed afterwards with the server a gateway killed with -9 (the
+ * test's cleanup) left running on it.
+ */
 function dataDirectory(): string {
   const directory = mkdtempSync(join(tmpdir(), 'gw-embedded-'))
-  defer(async () => rmSync(directory, { recursive: true, force: true }))
+  defer(async () => {
+    const server = existsSync(join(directory, 'postgres', 'postmaster.pid')) ? postmasterPid(directory) : 0
+    if (server > 0 && isAlive(server)) {
+      process.kill(server, 'SIGINT')
+      await waitFor(() => !isAlive(server), 10_000, 50)
+    }
+    rmSync(directory, { recursive: true, force: true })
+  })
   return directory
 }
 
@@ -155,18 +165,23 @@ describe('npm run dev and npm run send', () => {
       }
       // An empty variable would win over the file: leave these to .env.example.
       for (const name of ['ADMIN_TOKEN', 'STRIPE_WEBHOOK_SECRET', 'AMQP_URL'] as const) delete env[name]
+      // In a process group of its own: npm does not pass a signal on to the gateway it started, so the whole
+      // group is stopped (else the gateway and its PostgreSQL outlive the test).
       const dev = spawn('npm', ['run', 'dev', '--silent'], {
         cwd: root,
         env,
         stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
       })
       let output = ''
       dev.stdout.on('data', (chunk) => (output += chunk))
       dev.stderr.on('data', (chunk) => (output += chunk))
       const exited = new Promise((resolve) => dev.on('exit', resolve))
       defer(async () => {
-        dev.kill('SIGTERM')
+        process.kill(-dev.pid!, 'SIGTERM')
         await exited
+        // The gateway (not npm) says it stopped once its PostgreSQL is stopped too.
+        await waitFor(() => output.includes('"msg":"stopped"'), 10_000, 50)
       })
       await waitFor(() => output.includes('Ready on'), 30_000, 100)
       expect(output).toContain(
