@@ -36,6 +36,14 @@ export function configuredProvider(spec: ProviderSpec): Provider<Payload> {
       find(spec.type, req, payload) ??
       // Slash commands name no type: their command is in `command`, which a routing key cannot hold.
       (slack && typeof payload.command === 'string' ? 'slash_command' : undefined),
+    // Slack checks a slash command's TLS setup with an unsigned ssl_check=1 form post, answered 200 before
+    // any verification, as Slack's own Bolt does.
+    ...(slack && {
+      unsignedReply: (req: WebhookRequest) =>
+        isFormEncoded(header(req, 'content-type')) && parseForm(req.body).ssl_check === '1'
+          ? { contentType: 'text/plain', body: '' }
+          : undefined,
+    }),
     // Slack checks a new Events API URL with a signed url_verification: answered with its challenge.
     ...(slack && {
       reply: (_req: WebhookRequest, payload: Payload) =>

@@ -49,6 +49,11 @@ export interface Provider<P = any> {
    * challenge): sent instead of storing anything.
    */
   reply?(req: WebhookRequest, payload: P): Reply | undefined
+  /**
+   * The answer to a request the provider sends unsigned on purpose (Slack's ssl_check), recognized before
+   * verification: a 200 that stores nothing, reveals nothing and counts as no failed verification.
+   */
+  unsignedReply?(req: WebhookRequest): Reply | undefined
 }
 
 /** A 200 with a body the provider asked for. */

@@ -199,6 +199,13 @@ export async function ingest(
   }
   const req = toRequest(delivery, body, deps.config, receivedAt)
 
+  const unsigned = provider.unsignedReply?.(req)
+  if (unsigned) {
+    outcome('replied')
+    log.info('replied to an unsigned check', { requestId, provider: provider.name })
+    return { status: 200, reply: unsigned }
+  }
+
   const { valid, reasons } = await verifyWithAny(provider, req, secrets, deps)
   if (!valid) {
     const throttled = await deps.failedVerifications.recordFailure(delivery.address)

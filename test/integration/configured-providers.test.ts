@@ -9,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { signedHeaders } from '../../providers/configured.ts'
 import { startReceiver, verifyStandardWebhook, type Receiver } from '../support/receiver.ts'
 import {
+  adminApi,
   flushRedisPrefix,
   useTestDatabase,
   waitFor,
@@ -113,15 +114,7 @@ async function accepted(name: string, delivery: Signed): Promise<string> {
   return answer.body.id
 }
 
-async function admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${gw.url}/admin${path}`, {
-    method,
-    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  const text = await response.text()
-  return { status: response.status, body: text ? JSON.parse(text) : undefined }
-}
+const admin = adminApi(() => gw, adminToken)
 
 /** The raw event published for a webhook, once it is. */
 async function rawEventOf(webhookId: string): Promise<Received> {
@@ -500,6 +493,23 @@ describe('the slack preset', () => {
     expect(answer.body?.challenge ?? answer.text).toBe(challenge)
     const listed = await admin('GET', '/webhooks?provider=slack&limit=1000')
     expect(listed.body.webhooks.some((webhook: any) => webhook.type === 'url_verification')).toBe(false)
+  })
+
+  it('answers an unsigned ssl_check 200, storing nothing and counting no failed verification', async () => {
+    const requestId = `ssl-check-${randomBytes(6).toString('hex')}`
+    const answer = await post(
+      'slack',
+      {
+        body: 'ssl_check=1&token=Jhj5dZrVaK7ZwHHjRyZWjbDl',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      },
+      requestId,
+    )
+    expect(answer.status).toBe(200)
+    expect(answer.text).toBe('')
+    const logged = await admin('GET', '/rejections?provider=slack&limit=200')
+    expect(logged.body.rejections.some((entry: any) => entry.requestId === requestId)).toBe(false)
+    expect(await sample('webhooks_received_total{provider="slack",outcome="replied"}')).toBeGreaterThan(0)
   })
 
   it('refuses a forged url_verification with 401', async () => {
