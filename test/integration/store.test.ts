@@ -185,14 +185,16 @@ describe('store: claims of a gateway that is gone', () => {
     const owner = await ClaimOwner.start(database.url, silentLogger, 100)
     try {
       expect(await store.claimDue(owner.id, 64, 60)).toHaveLength(2)
-      await sql`
-        SELECT pg_terminate_backend(pid) FROM pg_locks
+      const [terminated] = await sql`
+        SELECT pid, pg_terminate_backend(pid) FROM pg_locks
         WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid`
-      // The heartbeat (every 100 ms here) reconnects and holds the number again.
+      // The heartbeat (every 100 ms here) reconnects and holds the number again, from a new session: the
+      // terminated one may still show its lock for a moment (pg_terminate_backend only signals it).
       await waitFor(async () => {
         const [row] = await sql`
           SELECT count(*)::int AS count FROM pg_locks
-          WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid AND granted`
+          WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid AND granted
+            AND pid <> ${terminated!.pid}`
         return row!.count === 1
       }, 5000)
       expect((await store.reclaimAbandoned(other.id)).reclaimed).toBe(0)
