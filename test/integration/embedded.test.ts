@@ -18,9 +18,10 @@ const secret = 'whsec_embedded_test'
 const cleanups: (() => Promise<unknown>)[] = []
 const defer = (cleanup: () => Promise<unknown>) => cleanups.push(cleanup)
 
+// Stopping a gateway and its PostgreSQL, and the one a killed gateway left, can take seconds each.
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {})
-})
+}, 60_000)
 
 /**
  * A data directory of the test's own, removed afterwards with the server a gateway killed with -9 (the
@@ -72,7 +73,10 @@ const isAlive = (pid: number) => {
   }
 }
 
-describe('npm start with DATABASE_URL unset', () => {
+// Each test starts a gateway, and initdb, two or three times: on a loaded machine that can take most of 30 s.
+const slow = { timeout: 90_000 }
+
+describe('npm start with DATABASE_URL unset', slow, () => {
   it('runs on an embedded PostgreSQL, says so first, and keeps its data across a restart', async () => {
     const dataDir = dataDirectory()
     const first = await startGatewayProcess(embeddedEnv(dataDir), defer)
@@ -145,7 +149,7 @@ describe('npm start with DATABASE_URL unset', () => {
   })
 })
 
-describe('npm run dev and npm run send', () => {
+describe('npm run dev and npm run send', slow, () => {
   // They read .env when there is one: the try-out is what a fresh clone (no .env) does.
   it.skipIf(existsSync(join(root, '.env')))(
     'run with no set-up: .env.example’s secrets, the dashboard’s line, events read from the admin API',
