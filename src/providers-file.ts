@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
+import { standardWebhooksKey } from './standard-webhooks.ts'
 
 /**
  * PROVIDERS_FILE: senders beyond the five built in, by configuration (CONTRACT.md, "Providers by
@@ -287,12 +288,13 @@ function readEntry(entry: unknown, fail: (problem: string) => Error): ProviderSp
 
 /** A secret's key bytes as the spec says to use them; throws when it cannot be one. */
 export function secretKey(spec: ProviderSpec, secret: string): Buffer {
-  const base64 = spec.kind === 'standard-webhooks' || spec.secretEncoding === 'base64'
-  const key = base64
-    ? Buffer.from(secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : secret, 'base64')
-    : Buffer.from(secret, 'utf8')
-  if (key.length === 0) throw new Error('is empty')
-  if (base64 && !/^[A-Za-z0-9+/]+=*$/.test(secret.replace(/^whsec_/, '')))
-    throw new Error('is not base64 (after an optional whsec_ prefix)')
-  return key
+  if (spec.kind === 'hmac' && spec.secretEncoding === 'utf8') {
+    if (!secret) throw new Error('is empty')
+    return Buffer.from(secret, 'utf8')
+  }
+  // Base64 after an optional whsec_, as Standard Webhooks keys are: decoded (and kept) by the same module.
+  const encoded = secret.replace(/^whsec_/, '')
+  if (!encoded) throw new Error('is empty')
+  if (!/^[A-Za-z0-9+/]+=*$/.test(encoded)) throw new Error('is not base64 (after an optional whsec_ prefix)')
+  return standardWebhooksKey(secret)
 }
