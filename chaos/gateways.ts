@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, openSync, readFileSync } from 'node:fs'
-import net from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { freePort } from '../src/free-port.ts'
 import type { History } from './history.ts'
 
 /**
@@ -65,17 +65,6 @@ interface Slot {
 const healthyWithinMs = 60_000
 const sigtermBoundMs = 10_000
 const restartAfterCrashMs = 1000
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 /** The last `count` lines of a gateway's log, leaving out those matching `skip`. */
 export function logTail(file: string, count = 25, skip?: RegExp): string[] {

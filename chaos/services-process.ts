@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
-import { connect, createServer, type Server } from 'node:net'
+import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 /** One operation on one service: what an error names, how long it may take, which logs explain a failure. */
@@ -165,23 +165,6 @@ export function exitOf(child: ChildProcess): Promise<string> {
     child.once('exit', (code, signal) => resolve(code === null ? `signal ${signal}` : `exit code ${code}`))
     child.once('error', (error) => resolve(error.message))
   })
-}
-
-/** Ports the OS has free right now, all held at once so no two are the same. */
-export async function freePorts<Name extends string>(names: readonly Name[]): Promise<Record<Name, number>> {
-  const servers = await Promise.all(
-    names.map(
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const server = createServer()
-          server.once('error', reject)
-          server.listen(0, '127.0.0.1', () => resolve(server))
-        }),
-    ),
-  )
-  const ports = servers.map((server) => (server.address() as { port: number }).port)
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
-  return Object.fromEntries(names.map((name, index) => [name, ports[index]])) as Record<Name, number>
 }
 
 /** Whether something accepts TCP connections on the port. */

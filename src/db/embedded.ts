@@ -13,10 +13,10 @@ import {
   writeSync,
 } from 'node:fs'
 import { lstat, readFile, rename, rm, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises'
-import { createServer, type AddressInfo } from 'node:net'
 import { arch, platform, userInfo } from 'node:os'
 import { dirname, join, parse, resolve } from 'node:path'
 import postgres from 'postgres'
+import { freePort } from '../free-port.ts'
 import type { Logger } from '../ops/log.ts'
 
 /**
@@ -74,16 +74,10 @@ export async function startEmbeddedPostgres(options: {
     const password = (await readFile(passwordFile, 'utf8')).trim()
     const logFile = join(root, 'postgres.log')
     await keepLogSmall(logFile)
-    const port = await freePort()
-    const server = spawnServer(binaries, dataDirectory, port, logFile, runAs)
-    const base = `postgres://${superuser}:${encodeURIComponent(password)}@127.0.0.1:${port}`
-    try {
-      await waitUntilReady(`${base}/postgres`, server, logFile, options.startTimeoutMs ?? 60_000)
-      await createDatabase(`${base}/postgres`)
-    } catch (error) {
-      await stopServer(server, 5000)
-      throw error
-    }
+    const { server, base } = await startServer(binaries, dataDirectory, logFile, runAs, {
+      password,
+      timeoutMs: options.startTimeoutMs ?? 60_000,
+    })
     // For psql and pg_dump: the URL of this run (the port changes from run to run).
     await writeFile(join(root, 'postgres.url'), `${base}/${database}\n`, { mode: 0o600 })
     // A gateway that exits without stopping it (an uncaught error, process.exit) still stops it.
@@ -388,18 +382,6 @@ async function keepLogSmall(logFile: string): Promise<void> {
   if (size > 10 * 1024 * 1024) await truncate(logFile, 0)
 }
 
-/** A loopback port nothing listens on now. */
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer()
-    server.once('error', fail)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo
-      server.close(() => done(port))
-    })
-  })
-}
-
 /**
  * The server, in a session of its own: a Ctrl-C in the terminal reaches the gateway only, which finishes
  * what it was doing and then stops the server. Its log goes to `<dataDir>/postgres.log`.
@@ -429,6 +411,33 @@ function spawnServer(
     return server
   } finally {
     closeSync(logFd)
+  }
+}
+
+/**
+ * The server on a free loopback port, answering, with the gateway's database made. The port is free when
+ * picked, but another process may bind it before the server does: that start is retried on a new port.
+ */
+async function startServer(
+  binaries: Binaries,
+  dataDirectory: string,
+  logFile: string,
+  runAs: Account | undefined,
+  options: { password: string; timeoutMs: number },
+): Promise<{ server: ChildProcess; base: string }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const server = spawnServer(binaries, dataDirectory, port, logFile, runAs)
+    const base = `postgres://${superuser}:${encodeURIComponent(options.password)}@127.0.0.1:${port}`
+    try {
+      await waitUntilReady(`${base}/postgres`, server, logFile, options.timeoutMs)
+      await createDatabase(`${base}/postgres`)
+      return { server, base }
+    } catch (error) {
+      await stopServer(server, 5000)
+      const portTaken = server.exitCode !== null && /Address already in use/.test(String(error))
+      if (!portTaken || attempt === 3) throw error
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { freePort } from '../../src/free-port.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -60,15 +60,6 @@ let gw: TestGateway
 let senderEnv: Record<string, string | undefined>
 /** Where the send tool keeps its PayPal test CA, instead of the working directory's .send/. */
 let stateDir: string
-
-/** A port nothing listens on at the moment. */
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function sendQuietly(options: Omit<SendOptions, 'stdout' | 'stderr' | 'stateDir'>) {
   const stdout = sink()

@@ -1,18 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { freePort } from '../../src/free-port.ts'
 import { waitFor } from './services.ts'
 
-const root = fileURLToPath(new URL('../..', import.meta.url))
+export { freePort }
 
-/** A port nothing listens on right now, for a child process's PORT. */
-export async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
+const root = fileURLToPath(new URL('../..', import.meta.url))
 
 export interface GatewayProcess {
   readonly child: ChildProcess
