@@ -16,8 +16,9 @@ export const defaultMatrix: Readonly<Record<Section, readonly ServerId[]>> = {
   sweep: ['hono', 'sdk', 'handwritten', 'gateway'],
   // Its own runs (bench/destinations.ts): the gateway and an endpoint process, no baselines.
   destinations: [],
-  // Its own runs too (bench/steady.ts): one gateway per rate, an endpoint and a consumer.
-  steady: [],
+  // Its own runs too (bench/steady.ts): per rate, the gateway then the hand-written pipeline (the floor),
+  // with an endpoint and a consumer.
+  steady: ['gateway', 'handwritten'],
 }
 
 export interface Settings {

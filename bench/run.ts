@@ -32,7 +32,7 @@ import {
   type Secrets,
 } from './payloads.ts'
 import { summarizeProfiles } from './profile.ts'
-import { benchSteady, renderSteady, type SteadyRun } from './steady.ts'
+import { benchSteady, renderSteady, steadyServers, type SteadyRun } from './steady.ts'
 import { renderMarkdown, renderText, type Report, type RunResult } from './report.ts'
 import {
   assertLoopback,
@@ -446,6 +446,7 @@ async function main(): Promise<number> {
       steady = await benchSteady(
         { ...context, root, baseEnv: (port) => baseEnv(port, context.secrets) },
         settings.rates,
+        steadyServers.filter((server) => (settings.servers ?? defaultMatrix.steady).includes(server)),
       )
     } catch (error) {
       console.error(`  steady: ${(error as Error).message}`)

@@ -28,7 +28,15 @@ import { createDatabase, deleteExchange, deleteRedisPrefix, services, uniqueName
  * a quiet spell first), and the statements the gateway sent per webhook (pg_stat_statements, when loaded).
  */
 
+/**
+ * What serves the load: the gateway, or the hand-written pipeline (bench/servers/handwritten-pipeline.ts),
+ * the same I/O per webhook with nothing else, whose CPU is the machine's floor for this way.
+ */
+export const steadyServers = ['gateway', 'handwritten'] as const
+export type SteadyServer = (typeof steadyServers)[number]
+
 export interface SteadyRun {
+  readonly server: SteadyServer
   readonly rate: number
   readonly seconds: number
   readonly sent: number
@@ -116,8 +124,12 @@ async function enableStatements(admin: postgres.Sql): Promise<boolean> {
   }
 }
 
-/** The load at every rate, one fresh gateway each, against one endpoint process. */
-export async function benchSteady(context: SteadyContext, rates: readonly number[]): Promise<SteadyRun[]> {
+/** The load at every rate, one fresh server each (the gateway, then the reference), against one endpoint process. */
+export async function benchSteady(
+  context: SteadyContext,
+  rates: readonly number[],
+  servers: readonly SteadyServer[],
+): Promise<SteadyRun[]> {
   const receiverPort = await freePort(host)
   const receiver = startServer({
     name: 'receiver',
@@ -141,29 +153,31 @@ export async function benchSteady(context: SteadyContext, rates: readonly number
   if (!withStatements)
     console.error('steady: pg_stat_statements is not loaded (shared_preload_libraries): no statement counts')
   const runs: SteadyRun[] = []
-  for (const rate of rates) {
-    const since = mark()
-    try {
-      runs.push(await runRate(context, rate, receiverUrl, receiver.pid, withStatements))
-    } catch (error) {
-      runs.push({ rate, error: (error as Error).message } as SteadyRun)
-    } finally {
-      await unwind(since)
+  for (const rate of rates)
+    for (const server of servers) {
+      const since = mark()
+      try {
+        runs.push(await runRate(context, server, rate, receiverUrl, receiver.pid, withStatements))
+      } catch (error) {
+        runs.push({ server, rate, error: (error as Error).message } as SteadyRun)
+      } finally {
+        await unwind(since)
+      }
+      const run = runs[runs.length - 1]!
+      console.error(
+        run.error
+          ? `  steady ${server} ${rate}/s: FAILED: ${run.error.split('\n')[0]}`
+          : `  steady ${server} ${rate}/s: ack p99 ${run.ack.p99.toFixed(1)} ms, rabbitmq p99 ${run.rabbitmq.p99.toFixed(1)} ms, ` +
+              `destination p99 ${run.destination.p99.toFixed(1)} ms, cpu/webhook ${Math.round(run.cpuUs.gateway)} + ` +
+              `${Math.round(run.cpuUs.postgres ?? 0)} us; threads ms ${JSON.stringify(run.threadsMs)}`,
+      )
     }
-    const run = runs[runs.length - 1]!
-    console.error(
-      run.error
-        ? `  steady ${rate}/s: FAILED: ${run.error.split('\n')[0]}`
-        : `  steady ${rate}/s: ack p99 ${run.ack.p99.toFixed(1)} ms, rabbitmq p99 ${run.rabbitmq.p99.toFixed(1)} ms, ` +
-            `destination p99 ${run.destination.p99.toFixed(1)} ms, cpu/webhook ${Math.round(run.cpuUs.gateway)} + ` +
-            `${Math.round(run.cpuUs.postgres ?? 0)} us; gateway threads ms ${JSON.stringify(run.threadsMs)}`,
-    )
-  }
   return runs
 }
 
 async function runRate(
   context: SteadyContext,
+  server: SteadyServer,
   rate: number,
   receiverUrl: string,
   receiverPid: number,
@@ -177,7 +191,7 @@ async function runRate(
   defer(`delete exchange ${exchange}`, () => deleteExchange(exchange))
   defer(`delete redis keys ${redisPrefix}*`, () => deleteRedisPrefix(redisPrefix))
 
-  const path = `/steady-${rate}`
+  const path = `/steady-${server}-${rate}`
   const secret = `whsec_${randomBytes(32).toString('base64')}`
   const put = async (what: string, body: unknown) => {
     const response = await fetch(`${receiverUrl}${what}`, { method: 'PUT', body: JSON.stringify(body) })
@@ -185,7 +199,7 @@ async function runRate(
       throw new Error(`steady: PUT ${what} answered ${response.status}: ${await response.text()}`)
   }
   await put('/secrets', { [path]: secret })
-  const file = join(context.logDir, `steady-${rate}-destinations.json`)
+  const file = join(context.logDir, `steady-${server}-${rate}-destinations.json`)
   writeFileSync(
     file,
     JSON.stringify([{ name: 'steady', url: `${receiverUrl}${path}`, events: ['payment.*'], secret }]),
@@ -195,28 +209,37 @@ async function runRate(
   const env: Record<string, string> = {
     ...context.baseEnv(port),
     DATABASE_URL: database.url,
+    AMQP_URL: services.amqp,
     AMQP_EXCHANGE: exchange,
-    REDIS_PREFIX: redisPrefix,
-    ALLOW_HTTP_DESTINATIONS: 'true',
-    DESTINATION_ALLOWED_HOSTS: host,
-    DESTINATIONS_FILE: file,
   }
-  // Named always: unset, they would mean no Redis and no broker (the embedded defaults).
-  Object.assign(env, { REDIS_URL: services.redis, AMQP_URL: services.amqp })
-  Object.assign(env, settings.gatewayEnv)
-  const profileDir = settings.profile
-    ? (settings.profileDir ?? mkdtempSync(join(os.tmpdir(), 'bench-profile-')))
-    : undefined
+  if (server === 'gateway') {
+    Object.assign(env, {
+      // Named always: unset, it would mean no Redis (the embedded defaults).
+      REDIS_URL: services.redis,
+      REDIS_PREFIX: redisPrefix,
+      ALLOW_HTTP_DESTINATIONS: 'true',
+      DESTINATION_ALLOWED_HOSTS: host,
+      DESTINATIONS_FILE: file,
+      ...settings.gatewayEnv,
+    })
+  } else {
+    Object.assign(env, { DESTINATION_URL: `${receiverUrl}${path}`, DESTINATION_SECRET: secret })
+  }
+  const profileDir =
+    settings.profile && server === 'gateway'
+      ? (settings.profileDir ?? mkdtempSync(join(os.tmpdir(), 'bench-profile-')))
+      : undefined
   if (profileDir) mkdirSync(profileDir, { recursive: true })
   const gateway = startServer({
-    name: `steady-${rate}`,
-    cwd: context.gatewayDir,
-    script: 'src/main.ts',
+    name: `steady-${server}-${rate}`,
+    ...(server === 'gateway'
+      ? { cwd: context.gatewayDir, script: 'src/main.ts' }
+      : { cwd: context.root, script: 'bench/servers/handwritten-pipeline.ts' }),
     env,
-    logFile: join(context.logDir, `steady-${rate}-gateway.log`),
+    logFile: join(context.logDir, `steady-${rate}-${server}.log`),
     nodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
   })
-  defer(`stop the steady-${rate} gateway`, () => stopServer(gateway))
+  defer(`stop the steady-${rate} ${server}`, () => stopServer(gateway))
   await waitHealthy(gateway, host, port)
   const observe = () => put('/observe', { amqpUrl: services.amqp, exchange, bindings: ['payment.completed'] })
 
@@ -331,6 +354,7 @@ async function runRate(
     if (!settings.profileDir) rmSync(profileDir, { recursive: true, force: true })
   }
   return {
+    server,
     rate,
     seconds,
     sent: measured.sent,
@@ -399,20 +423,24 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
     '',
     'Stripe `payment_intent.succeeded`, open loop. Answer time from when each request was due; the others from',
     "the gateway's receipt (the CloudEvent's `time`) to the consumer's arrival and to the endpoint's answer.",
-    'CPU per webhook from the first send to the last arrival, idle cost subtracted.',
+    'CPU per webhook from the first send to the last arrival, idle cost subtracted. "hand-written" is the floor:',
+    'bench/servers/handwritten-pipeline.ts does the same I/O per webhook (verify, INSERT committed before the 200,',
+    'publish with a confirm, a signed POST to the destination) and nothing else: no retries, no record of what',
+    'was sent.',
     '',
-    '| rate | webhooks | ack p50 / p99 ms | -> RabbitMQ p50 / p99 / max ms | -> destination p50 / p99 / max ms | CPU/webhook gateway + Postgres | statements/webhook | idle CPU gateway + Postgres | RSS MB | beside: RabbitMQ, endpoint, load CPU/webhook |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| server | rate | webhooks | ack p50 / p99 ms | -> RabbitMQ p50 / p99 / max ms | -> destination p50 / p99 / max ms | CPU/webhook gateway + Postgres | statements/webhook | idle CPU gateway + Postgres | RSS MB | beside: RabbitMQ, endpoint, load CPU/webhook |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ]
+  const label = (run: SteadyRun) => (run.server === 'handwritten' ? 'hand-written' : 'gateway')
   for (const run of runs) {
     if (run.error) {
-      lines.push(`| ${run.rate}/s | FAILED: ${run.error.split('\n')[0]} | | | | | | | | |`)
+      lines.push(`| ${label(run)} | ${run.rate}/s | FAILED: ${run.error.split('\n')[0]} | | | | | | | | |`)
       continue
     }
     const lost =
       run.rabbitmq.distinct < run.accepted || run.destination.distinct < run.accepted ? ' (some missing)' : ''
     lines.push(
-      `| ${run.rate}/s | ${thousands(run.accepted)}${run.failed > 0 ? ` (+${run.failed} not accepted)` : ''}${lost} ` +
+      `| ${label(run)} | ${run.rate}/s | ${thousands(run.accepted)}${run.failed > 0 ? ` (+${run.failed} not accepted)` : ''}${lost} ` +
         `| ${fixed(run.ack.p50)} / ${fixed(run.ack.p99)} ` +
         `| ${fixed(run.rabbitmq.p50)} / ${fixed(run.rabbitmq.p99)} / ${fixed(run.rabbitmq.max, 0)} ` +
         `| ${fixed(run.destination.p50)} / ${fixed(run.destination.p99)} / ${fixed(run.destination.max, 0)} ` +
@@ -423,6 +451,20 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
         `| ${run.othersUs ? `${fixed(run.othersUs.rabbitmq, 0)}, ${fixed(run.othersUs.endpoint, 0)}, ${fixed(run.othersUs.generator, 0)} us` : '-'} |`,
     )
   }
+  const floors = runs.flatMap((run) => {
+    const floor = runs.find(
+      (other) => other.server === 'handwritten' && other.rate === run.rate && !other.error,
+    )
+    if (run.server !== 'gateway' || run.error || !floor) return []
+    const total = (of: SteadyRun) => of.cpuUs.gateway + (of.cpuUs.postgres ?? 0)
+    return [
+      `- ${run.rate}/s: gateway ${fixed(total(run), 0)} us, hand-written ${fixed(total(floor), 0)} us: ` +
+        `${fixed(total(run) / total(floor), 2)}x the floor (process ${fixed(run.cpuUs.gateway / floor.cpuUs.gateway, 2)}x, ` +
+        `Postgres ${fixed((run.cpuUs.postgres ?? NaN) / (floor.cpuUs.postgres ?? NaN), 2)}x)`,
+    ]
+  })
+  if (floors.length > 0)
+    lines.push('', 'CPU per webhook, process + Postgres, against the floor at the same rate:', '', ...floors)
   const withTop = runs.filter((run) => run.statements && run.statements.top.length > 0)
   if (withTop.length > 0) {
     lines.push(
@@ -431,7 +473,7 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
       '',
     )
     for (const run of withTop) {
-      lines.push(`- ${run.rate}/s:`)
+      lines.push(`- ${label(run)}, ${run.rate}/s:`)
       for (const statement of run.statements!.top)
         lines.push(
           `  - ${statement.perWebhook.toFixed(2)} (${Math.round(statement.usPerWebhook)} us) \`${statement.query.replaceAll('`', "'")}\``,
@@ -457,7 +499,7 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
   for (const run of repeated)
     lines.push(
       '',
-      `${run.rate}/s: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
+      `${label(run)}, ${run.rate}/s: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
     )
   lines.push('')
   return lines.join('\n')
