@@ -102,9 +102,10 @@ const publishChunk = 8
 /**
  * How long marks of published webhooks whose deliveries are written already wait to be recorded together:
  * nothing waits on them (their lease keeps them from other workers), so at a steady trickle one statement
- * takes several rather than one each.
+ * takes a second's worth rather than one each (each statement is a commit Postgres pays a millisecond or two
+ * of CPU for). Never more than a quarter of the lease.
  */
-const marksLingerMs = 200
+const marksLingerMs = 1000
 /** Marks that are recorded at once however recent. */
 const marksBatch = 500
 
@@ -404,7 +405,7 @@ export class Worker {
     const { log } = this.options
     while (this.unrecorded.length > 0) {
       if (!this.stopped && this.unrecorded.length < marksBatch && this.unrecorded.every(markOnly))
-        await this.linger.wait(marksLingerMs)
+        await this.linger.wait(Math.min(marksLingerMs, this.options.leaseSeconds * 250))
       const batch = this.unrecorded.splice(0, 1000)
       const recordOf = (item: Handled) => item.record
       await Promise.all([

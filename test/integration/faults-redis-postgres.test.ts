@@ -72,7 +72,9 @@ describe('Redis outages', () => {
 
     const second = await post(gateway, delivery)
     expect(second).toMatchObject({ status: 200, body: { status: 'duplicate', id: first.body.id } })
-    // Several worker polls later: still one row, published once, and no second copy on the exchange.
+    // Its mark recorded (marks linger up to a second), then several worker polls later: still one row,
+    // published once, and no second copy on the exchange.
+    await waitFor(async () => (await storedFor(event.id))[0]?.status === 'published')
     await sleep(400)
     expect(await storedFor(event.id)).toEqual([{ id: first.body.id, status: 'published', attempts: 1 }])
     expect(capture.messages.map((message) => message.event.id)).toEqual([
