@@ -12,10 +12,12 @@ export interface Logger {
 }
 
 /**
- * What must never reach a log, wherever a field of that name turns up: secrets and tokens, signatures,
- * credentials in headers, and bodies (a webhook's body is the provider's data, not ours to copy into logs).
+ * What must never reach a log, wherever a field of that name turns up (at the top or one level down: a
+ * destination's `secret`, a request's `headers.authorization`): secrets and tokens, signatures, credentials in
+ * headers, and bodies (a webhook's body is the provider's data, not ours to copy into logs). Names are
+ * compared in lower case.
  */
-export const redactedPaths = [
+const redactedNames = new Set([
   'secret',
   'secrets',
   'token',
@@ -24,23 +26,48 @@ export const redactedPaths = [
   'signature',
   'body',
   'payload',
-  '*.secret',
-  '*.secrets',
-  '*.token',
-  '*.authorization',
-  '*.cookie',
-  '*.signature',
-  '*.body',
-  '*.payload',
-  'headers["stripe-signature"]',
-  'headers["x-hub-signature"]',
-  'headers["x-hub-signature-256"]',
-  'headers["x-twilio-signature"]',
-  'headers["x-shopify-hmac-sha256"]',
-  'headers["shopify-hmac-sha256"]',
-  'headers["paypal-transmission-sig"]',
-  'headers["webhook-signature"]',
-]
+])
+/** In a `headers` field, also the providers' signatures. */
+const redactedHeaders = new Set([
+  'stripe-signature',
+  'x-hub-signature',
+  'x-hub-signature-256',
+  'x-twilio-signature',
+  'x-shopify-hmac-sha256',
+  'shopify-hmac-sha256',
+  'paypal-transmission-sig',
+  'webhook-signature',
+])
+const censor = '[redacted]'
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' &&
+  value !== null &&
+  !Array.isArray(value) &&
+  (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null)
+
+/**
+ * `fields` with what must not be logged replaced by "[redacted]", copied only where something is. Ours rather
+ * than pino's `redact` option: its redactor parses every path again on every line (about 6 us and 16 KB of
+ * garbage per line against 1.5 us without, measured with scratch code; a line per webhook).
+ */
+export function redact(
+  fields: Record<string, unknown>,
+  depth = 0,
+  also?: ReadonlySet<string>,
+): Record<string, unknown> {
+  let copy: Record<string, unknown> | undefined
+  for (const key of Object.keys(fields)) {
+    const value = fields[key]
+    const name = key.toLowerCase()
+    let next = value
+    if (value !== undefined && (redactedNames.has(name) || also?.has(name))) next = censor
+    else if (depth === 0 && isPlainObject(value))
+      next = redact(value, 1, name === 'headers' ? redactedHeaders : undefined)
+    if (next !== value) (copy ??= { ...fields })[key] = next
+  }
+  return copy ?? fields
+}
 
 /**
  * Lines go to stdout from the main thread, once per turn of the event loop (in its check phase, after the
@@ -78,7 +105,7 @@ function stdoutDestination(): DestinationStream {
 
 /** An `error` field is logged as its message: stacks and causes stay out of the shared log. */
 const fieldsOf = (fields: Record<string, unknown> | undefined) =>
-  fields && fields.error instanceof Error ? { ...fields, error: fields.error.message } : (fields ?? {})
+  fields ? redact(fields.error instanceof Error ? { ...fields, error: fields.error.message } : fields) : {}
 
 function wrap(logger: pino.Logger): Logger {
   return {
@@ -86,7 +113,7 @@ function wrap(logger: pino.Logger): Logger {
     info: (message, fields) => logger.info(fieldsOf(fields), message),
     warn: (message, fields) => logger.warn(fieldsOf(fields), message),
     error: (message, fields) => logger.error(fieldsOf(fields), message),
-    child: (bindings) => wrap(logger.child(bindings)),
+    child: (bindings) => wrap(logger.child(redact(bindings))),
   }
 }
 
@@ -104,7 +131,6 @@ export function createLogger(level: LogLevel, write?: (line: string) => void): L
         base: null,
         timestamp: pino.stdTimeFunctions.isoTime,
         formatters: { level: (label) => ({ level: label }) },
-        redact: { paths: redactedPaths, censor: '[redacted]' },
       },
       destination,
     ),

@@ -78,4 +78,24 @@ describe('createLogger', () => {
     log.warn('rejected')
     expect(lines.map((line) => line.msg)).toEqual(['rejected'])
   })
+
+  it("redacts names in any case, in child bindings too, and leaves the caller's fields as they were", () => {
+    const { log, raw, lines } = capture()
+    const fields = {
+      headers: { Authorization: 'Bearer upper', 'Stripe-Signature': 't=1,v1=upper', accept: '*/*' },
+      destination: { Secret: 'whsec_upper', name: 'billing' },
+      Token: 'tok-upper',
+    }
+    log.child({ secret: 'whsec_bound', requestId: 'r-2' }).warn('rejected', fields)
+    const text = raw.join('')
+    for (const value of ['Bearer upper', 'v1=upper', 'whsec_upper', 'tok-upper', 'whsec_bound'])
+      expect(text).not.toContain(value)
+    expect(lines[0]).toMatchObject({
+      requestId: 'r-2',
+      headers: { Authorization: '[redacted]', 'Stripe-Signature': '[redacted]', accept: '*/*' },
+      destination: { Secret: '[redacted]', name: 'billing' },
+    })
+    expect(fields.headers.Authorization).toBe('Bearer upper')
+    expect(fields.destination.Secret).toBe('whsec_upper')
+  })
 })
