@@ -1,7 +1,13 @@
 import { createHmac } from 'node:crypto'
 import { safeEqual } from '../src/crypto.ts'
 import { isFormEncoded, parseForm, parseJsonObject } from '../src/parse.ts'
-import { header, MalformedWebhook, type Provider, type WebhookRequest } from '../src/provider.ts'
+import {
+  header,
+  MalformedWebhook,
+  outsideTolerance,
+  type Provider,
+  type WebhookRequest,
+} from '../src/provider.ts'
 import {
   secretKey,
   type HmacSpec,
@@ -98,13 +104,6 @@ export function timestampMs(text: string, format: HmacSpec['timestampFormat']): 
   return format === 'unix_ms' ? Number(text) : Number(text) * 1000
 }
 
-/** Why a timestamp is refused, or undefined when it is within the tolerance both ways. */
-function outsideTolerance(name: string, signedAtMs: number, now: number, toleranceSeconds: number) {
-  const skew = Math.round((now - signedAtMs) / 1000)
-  if (Math.abs(now - signedAtMs) <= toleranceSeconds * 1000) return undefined
-  return `${name}: timestamp ${Math.abs(skew)} s in the ${skew > 0 ? 'past' : 'future'}, outside the ${toleranceSeconds} s tolerance`
-}
-
 function verifyStandardWebhooks(spec: StandardWebhooksSpec): Provider<Payload>['verify'] {
   // The spec's webhook-* headers, or Svix's svix-* (Clerk's and Resend's deliveries).
   const either = (req: WebhookRequest, name: string) =>
@@ -124,7 +123,12 @@ function verifyStandardWebhooks(spec: StandardWebhooksSpec): Provider<Payload>['
       .split(' ')
       .some((candidate) => candidate.startsWith('v1,') && safeEqual(candidate.slice(3), expected))
     if (!matches) return reject(`${spec.name}: no v1 signature in webhook-signature matches`)
-    const late = outsideTolerance(spec.name, Number(timestamp) * 1000, now, spec.toleranceSeconds)
+    const late = outsideTolerance(
+      `${spec.name}: timestamp`,
+      Number(timestamp) * 1000,
+      now,
+      spec.toleranceSeconds,
+    )
     return late ? reject(late) : true
   }
 }
@@ -181,7 +185,7 @@ function verifyHmac(spec: HmacSpec): Provider<Payload>['verify'] {
     const signedAt = timestampMs(text, spec.timestampFormat)
     if (signedAt === undefined)
       return reject(`${spec.name}: timestamp "${text.slice(0, 40)}" is not ${spec.timestampFormat}`)
-    const late = outsideTolerance(spec.name, signedAt, now, spec.toleranceSeconds)
+    const late = outsideTolerance(`${spec.name}: timestamp`, signedAt, now, spec.toleranceSeconds)
     return late ? reject(late) : true
   }
 }

@@ -3,7 +3,7 @@ import { crc32 } from 'node:zlib'
 import { fromDecimal } from '../src/money.ts'
 import { parseJsonObject } from '../src/parse.ts'
 import { checkCertificateSetup, signingCertificate } from './paypal-certs.ts'
-import { header, type Provider } from '../src/provider.ts'
+import { header, outsideTolerance, type Provider } from '../src/provider.ts'
 
 type PayPalResource = Record<string, any>
 interface PayPalEvent {
@@ -63,11 +63,8 @@ export const paypal: Provider<PayPalEvent> = {
     if (Number.isNaN(sentAt))
       return reject(`paypal: transmission time ${JSON.stringify(transmissionTime)} is not a date`)
     const tolerance = config.toleranceSeconds['paypal'] ?? 300
-    if (Math.abs(sentAt - now) > tolerance * 1000) {
-      const skew = Math.round(Math.abs(sentAt - now) / 1000)
-      const direction = sentAt < now ? 'in the past' : 'in the future'
-      return reject(`paypal: transmission time ${skew} s ${direction}, outside the ${tolerance} s tolerance`)
-    }
+    const late = outsideTolerance('paypal: transmission time', sentAt, now, tolerance)
+    if (late) return reject(late)
 
     const found = await signingCertificate(sent('paypal-cert-url'), {
       origins: config.paypal.certOrigins,

@@ -71,3 +71,18 @@ export function header(req: WebhookRequest, name: string): string | undefined {
   const value = req.headers[name.toLowerCase()]
   return value === undefined || value === '' ? undefined : value
 }
+
+/**
+ * Why a signed time is refused, or undefined when it is within the tolerance both ways: "<what> N s in the
+ * past (or future), outside the T s tolerance", `what` naming the provider and the field.
+ */
+export function outsideTolerance(
+  what: string,
+  signedAtMs: number,
+  nowMs: number,
+  toleranceSeconds: number,
+): string | undefined {
+  if (Math.abs(nowMs - signedAtMs) <= toleranceSeconds * 1000) return undefined
+  const skew = Math.round(Math.abs(nowMs - signedAtMs) / 1000)
+  return `${what} ${skew} s in the ${signedAtMs < nowMs ? 'past' : 'future'}, outside the ${toleranceSeconds} s tolerance`
+}

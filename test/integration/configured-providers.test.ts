@@ -4,7 +4,6 @@ import { LinearWebhookClient } from '@linear/sdk/webhooks'
 import { isValidSlackRequest } from '@slack/bolt'
 import { WebhooksHelper } from 'square'
 import { Webhook as StandardWebhook } from 'standardwebhooks'
-import { Webhook as SvixWebhook } from 'svix'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { signedHeaders } from '../../providers/configured.ts'
 import { startReceiver, verifyStandardWebhook, type Receiver } from '../support/receiver.ts'
@@ -17,6 +16,7 @@ import {
   type Received,
   type TestGateway,
 } from '../support/services.ts'
+import { librarySigned } from '../support/signed.ts'
 
 // PROVIDERS_FILE: CONTRACT.md's example as written there (clerk, acme, slack), then linear, square and intercom.
 const contractExample = fileURLToPath(new URL('../fixtures/providers/contract-example.yaml', import.meta.url))
@@ -161,9 +161,7 @@ function deliveries() {
     body: clerkBody,
     headers: {
       'content-type': 'application/json',
-      'svix-id': clerkId,
-      'svix-timestamp': String(Math.floor(now.getTime() / 1000)),
-      'svix-signature': new SvixWebhook(secrets.CLERK_WEBHOOK_SECRET).sign(clerkId, now, clerkBody),
+      ...librarySigned('svix', secrets.CLERK_WEBHOOK_SECRET, clerkId, now, clerkBody),
     },
   }
   const acmeId = `dlv_${randomBytes(6).toString('hex')}`
@@ -316,9 +314,7 @@ describe('providers by configuration', () => {
       body,
       headers: {
         'content-type': 'application/json',
-        'webhook-id': id,
-        'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
-        'webhook-signature': new StandardWebhook(secrets.CLERK_WEBHOOK_SECRET).sign(id, at, body),
+        ...librarySigned('standardwebhooks', secrets.CLERK_WEBHOOK_SECRET, id, at, body),
       },
     })
     expect((await rawEventOf(webhookId)).routingKey).toBe('raw.clerk.session.created')
@@ -430,9 +426,7 @@ describe('providers by configuration', () => {
       body,
       headers: {
         'content-type': 'application/json',
-        'svix-id': id,
-        'svix-timestamp': String(Math.floor(at.getTime() / 1000)),
-        'svix-signature': new SvixWebhook(secrets.CLERK_WEBHOOK_SECRET).sign(id, at, body),
+        ...librarySigned('svix', secrets.CLERK_WEBHOOK_SECRET, id, at, body),
       },
     })
     expect(answer.status).toBe(401)

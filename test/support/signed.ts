@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { sign } from '@octokit/webhooks-methods'
+import { Webhook as StandardWebhook } from 'standardwebhooks'
 import Stripe from 'stripe'
+import { Webhook as SvixWebhook } from 'svix'
 
 /** A Stripe delivery signed by Stripe's own SDK. */
 export function stripeDelivery(
@@ -86,4 +88,24 @@ export async function githubExample(event: string, action?: string): Promise<Rec
   const example = entry?.examples.find((item) => action === undefined || item.action === action)
   if (!example) throw new Error(`no example for ${event}${action ? `.${action}` : ''}`)
   return structuredClone(example)
+}
+
+/**
+ * A Standard Webhooks delivery's id, timestamp and signature headers, signed by a sender's own library, never
+ * by ours: `standardwebhooks` under webhook-* names, or `svix` under svix-* names (as Clerk and Resend send).
+ */
+export function librarySigned(
+  library: 'standardwebhooks' | 'svix',
+  secret: string,
+  id: string,
+  at: Date,
+  body: string,
+): Record<string, string> {
+  const [prefix, signer] =
+    library === 'svix' ? ['svix', new SvixWebhook(secret)] : ['webhook', new StandardWebhook(secret)]
+  return {
+    [`${prefix}-id`]: id,
+    [`${prefix}-timestamp`]: String(Math.floor(at.getTime() / 1000)),
+    [`${prefix}-signature`]: signer.sign(id, at, body),
+  }
 }

@@ -13,6 +13,7 @@ import { configuredProvider, signedHeaders } from '../../providers/configured.ts
 import type { WebhookRequest } from '../../src/provider.ts'
 import { readProvidersFile, type HmacSpec, type ProviderSpec } from '../../src/providers-file.ts'
 import { request, verifyContext } from '../support/provider-request.ts'
+import { librarySigned } from '../support/signed.ts'
 
 const contractExample = fileURLToPath(new URL('../fixtures/providers/contract-example.yaml', import.meta.url))
 const fixture = Object.fromEntries(readProvidersFile(contractExample).map((spec) => [spec.name, spec]))
@@ -113,25 +114,13 @@ describe('standard-webhooks kind', () => {
   })
 
   it('accepts a delivery signed by the standardwebhooks package (webhook-* headers)', async () => {
-    const at = new Date()
-    const signature = new StandardWebhook(secret).sign('msg_sw_1', at, body)
-    const req = request(body, {
-      'webhook-id': 'msg_sw_1',
-      'webhook-timestamp': String(seconds(at)),
-      'webhook-signature': signature,
-    })
+    const req = request(body, librarySigned('standardwebhooks', secret, 'msg_sw_1', new Date(), body))
     expect((await verify(clerk, req, secret)).valid).toBe(true)
     expect(read(clerk, req)).toMatchObject({ key: 'msg_sw_1', type: 'user.created' })
   })
 
   it('accepts a delivery signed by svix with svix-* headers (Clerk’s and Resend’s)', async () => {
-    const at = new Date()
-    const signature = new SvixWebhook(secret).sign('msg_svix_1', at, body)
-    const req = request(body, {
-      'svix-id': 'msg_svix_1',
-      'svix-timestamp': String(seconds(at)),
-      'svix-signature': signature,
-    })
+    const req = request(body, librarySigned('svix', secret, 'msg_svix_1', new Date(), body))
     expect((await verify(clerk, req, secret)).valid).toBe(true)
     expect(read(clerk, req)).toMatchObject({ key: 'msg_svix_1', type: 'user.created' })
   })
