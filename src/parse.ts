@@ -16,13 +16,25 @@ export function parseJsonObject(body: Buffer | string, provider: string): Record
   try {
     value = JSON.parse(text)
   } catch (error) {
-    throw new MalformedWebhook(`${provider}: body is not valid JSON (${(error as Error).message})`)
+    throw new MalformedWebhook(`${provider}: body is not valid JSON${whereInvalid(error)}`)
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new MalformedWebhook(`${provider}: body is not a JSON object`)
   }
   sourceText.set(value, text)
   return value as Record<string, unknown>
+}
+
+/**
+ * Where JSON.parse gave up, without the excerpt of the text V8 quotes in some of its messages ("Unexpected
+ * token 'x', "..." is not valid JSON"): the reason goes to the logs and the rejection log, where a body's
+ * contents must never be.
+ */
+function whereInvalid(error: unknown): string {
+  const message = (error as Error).message
+  const position = /at position (\d+)/.exec(message)?.[1]
+  if (position !== undefined) return ` (at character ${position})`
+  return /end of JSON input/.test(message) ? ' (it ends too early)' : ''
 }
 
 /** Form fields as an object; a repeated key keeps every value, in order. */
