@@ -109,13 +109,75 @@ const marksLingerMs = 1000
 /** Marks that are recorded at once however recent. */
 const marksBatch = 500
 
-/** Intake's load is judged over windows at least this long (see holdBackUnderLoad). */
+/** Intake's load is judged over windows at least this long (see holdBackUnderLoad), a probe's shorter. */
 const loadWindowMs = 500
+const probeWindowMs = 200
 /**
  * Deliveries an arrival finds waiting for their commit, on average, from which intake counts as saturated:
  * a steady flow the process keeps up with finds a few (its rate times a commit's few milliseconds).
  */
 const saturatedAhead = 16
+/** How much more must arrive while the worker holds back for holding back to count as helping intake. */
+const probeGain = 1.1
+/** After a probe found that holding back did not help, none for this long, doubled up to probeQuietMaxMs. */
+const probeQuietMs = 30_000
+const probeQuietMaxMs = 600_000
+
+/** Whether the worker holds back for intake, and why (see nextHoldBack). */
+export interface HoldBack {
+  /** free: publishes at full speed; probing: holds back for one window, to see; holding: holds back. */
+  readonly mode: 'free' | 'probing' | 'holding'
+  /** The last window found intake saturated. */
+  readonly saturated: boolean
+  /** Arrivals a second in the last window before the probe. */
+  readonly freeRate: number
+  /** No probe before this time (performance.now()), and how long the next quiet spell lasts. */
+  readonly quietUntil: number
+  readonly quietMs: number
+}
+
+export const initialHoldBack: HoldBack = {
+  mode: 'free',
+  saturated: false,
+  freeRate: 0,
+  quietUntil: 0,
+  quietMs: probeQuietMs,
+}
+
+/**
+ * What the worker does in the next window, from the window just ended. Holding back pays only when it lets
+ * more deliveries in: senders that wait for each answer before sending the next (a burst of retries, a load
+ * test's fixed connections) send faster when answered sooner. A steady flow arrives at its own rate whatever
+ * the gateway does, and holding back would only delay its events, a backlog the worker then has to catch up
+ * with at the cost of intake again. So once intake has been saturated for two windows in a row (the first
+ * of a burst holds idle time too), the worker holds back for a short window to see (a probe), and goes on
+ * holding back only if arrivals rose by a tenth; if they did not, it tries again no sooner than 30 s later,
+ * and twice as long after each probe that found nothing, up to 10 minutes.
+ */
+export function nextHoldBack(
+  state: HoldBack,
+  window: { readonly now: number; readonly saturated: boolean; readonly arrivalsPerSecond: number },
+): HoldBack {
+  const { now, saturated, arrivalsPerSecond } = window
+  switch (state.mode) {
+    case 'probing':
+      if (arrivalsPerSecond >= state.freeRate * probeGain)
+        return { ...state, mode: saturated ? 'holding' : 'free', saturated, quietMs: probeQuietMs }
+      return {
+        ...state,
+        mode: 'free',
+        saturated,
+        quietUntil: now + state.quietMs,
+        quietMs: Math.min(probeQuietMaxMs, state.quietMs * 2),
+      }
+    case 'holding':
+      return { ...state, mode: saturated ? 'holding' : 'free', saturated }
+    case 'free':
+      return saturated && state.saturated && now >= state.quietUntil
+        ? { ...state, mode: 'probing', freeRate: arrivalsPerSecond }
+        : { ...state, saturated }
+  }
+}
 
 /**
  * How long the worker rests after a batch: nothing unless intake is saturated (deliveries arrive faster than
@@ -160,8 +222,8 @@ export class Worker {
   private load = {
     at: performance.now(),
     counts: { submitted: 0, unansweredSeen: 0 },
-    intakeSaturated: false,
     arrivalsPerSecond: 0,
+    holdBack: initialHoldBack,
   }
   private stopped = false
   private wakers: Wakers | undefined
@@ -452,27 +514,32 @@ export class Worker {
 
   /**
    * Pauses after a batch that kept the event loop busy `batchMs` while intake is saturated (see
-   * intakeCounts), judged over the last half second at least, so that a steady flow's bursts never hold
-   * publishing back.
+   * intakeCounts) and holding back lets more deliveries in (see nextHoldBack), judged over the last half
+   * second at least, so that a steady flow's bursts never hold publishing back.
    */
   private async holdBackUnderLoad(batchMs: number, batchSize: number): Promise<void> {
     const now = performance.now()
-    if (now - this.load.at >= loadWindowMs) {
+    if (now - this.load.at >= (this.load.holdBack.mode === 'probing' ? probeWindowMs : loadWindowMs)) {
       const counts = this.options.intakeCounts?.() ?? this.load.counts
       const arrived = counts.submitted - this.load.counts.submitted
       const ahead = arrived > 0 ? (counts.unansweredSeen - this.load.counts.unansweredSeen) / arrived : 0
+      const arrivalsPerSecond = (arrived * 1000) / (now - this.load.at)
       this.load = {
         at: now,
         counts,
-        intakeSaturated: ahead >= saturatedAhead,
-        arrivalsPerSecond: (arrived * 1000) / (now - this.load.at),
+        arrivalsPerSecond,
+        holdBack: nextHoldBack(this.load.holdBack, {
+          now,
+          saturated: ahead >= saturatedAhead,
+          arrivalsPerSecond,
+        }),
       }
     }
     const pauseMs = pauseAfterBatch({
       batchMs,
       batchSize,
       arrivalsPerSecond: this.load.arrivalsPerSecond,
-      intakeSaturated: this.load.intakeSaturated,
+      intakeSaturated: this.load.holdBack.mode !== 'free',
       share: this.options.shareUnderLoad ?? 0.1,
     })
     this.holdingBack = pauseMs > 0

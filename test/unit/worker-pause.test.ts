@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { pauseAfterBatch } from '../../src/pipeline/worker.ts'
+import { initialHoldBack, nextHoldBack, pauseAfterBatch, type HoldBack } from '../../src/pipeline/worker.ts'
 
 describe('pauseAfterBatch', () => {
   const busy = {
@@ -27,5 +27,67 @@ describe('pauseAfterBatch', () => {
   it('pauses at most 250 ms, and a share of 1 never pauses', () => {
     expect(pauseAfterBatch({ ...busy, batchMs: 5000 })).toBe(250)
     expect(pauseAfterBatch({ ...busy, share: 1 })).toBe(0)
+  })
+})
+
+describe('nextHoldBack', () => {
+  const saturatedAt = (now: number, arrivalsPerSecond: number) => ({
+    now,
+    saturated: true,
+    arrivalsPerSecond,
+  })
+  const calmAt = (now: number, arrivalsPerSecond: number) => ({ now, saturated: false, arrivalsPerSecond })
+  /** Two saturated windows in a row at `rate`: the second starts a probe. */
+  const probing = (state: HoldBack, now: number, rate: number) =>
+    nextHoldBack(nextHoldBack(state, saturatedAt(now, rate)), saturatedAt(now + 500, rate))
+
+  it('does not hold back on one saturated window (a burst begins, or a steady flow bunches up)', () => {
+    const once = nextHoldBack(initialHoldBack, saturatedAt(0, 1000))
+    expect(once.mode).toBe('free')
+    expect(nextHoldBack(once, calmAt(500, 1000)).mode).toBe('free')
+  })
+
+  it('probes on the second saturated window in a row, from that window’s arrivals', () => {
+    const probe = probing(initialHoldBack, 0, 1500)
+    expect(probe).toMatchObject({ mode: 'probing', freeRate: 1500 })
+  })
+
+  it('holds back while saturated when holding back let a tenth more in (senders waiting for answers)', () => {
+    const holding = nextHoldBack(probing(initialHoldBack, 0, 1500), saturatedAt(700, 2100))
+    expect(holding.mode).toBe('holding')
+    expect(nextHoldBack(holding, saturatedAt(1200, 2200)).mode).toBe('holding')
+    // The burst is over: full speed again, and the next saturation is probed at once.
+    const after = nextHoldBack(holding, calmAt(1200, 300))
+    expect(after.mode).toBe('free')
+    expect(probing(after, 1700, 1500).mode).toBe('probing')
+  })
+
+  it('stops holding back when arrivals did not rise (a steady flow), and probes again only after a quiet spell that doubles', () => {
+    const probe = probing(initialHoldBack, 0, 1000)
+    const free = nextHoldBack(probe, saturatedAt(700, 1050))
+    expect(free).toMatchObject({ mode: 'free', quietUntil: 30_700, quietMs: 60_000 })
+    // Saturated all along: no probe during the quiet spell.
+    expect(probing(free, 1200, 1000).mode).toBe('free')
+    expect(probing(free, 29_000, 1000).mode).toBe('free')
+    const again = probing(free, 30_500, 1000)
+    expect(again.mode).toBe('probing')
+    expect(nextHoldBack(again, saturatedAt(31_200, 1000))).toMatchObject({
+      quietUntil: 91_200,
+      quietMs: 120_000,
+    })
+  })
+
+  it('waits at most ten minutes between probes', () => {
+    let state = initialHoldBack
+    let now = 0
+    for (let probe = 0; probe < 12; probe++) {
+      now = Math.max(now + 500, state.quietUntil)
+      state = nextHoldBack({ ...state, saturated: true }, saturatedAt(now, 1000))
+      expect(state.mode).toBe('probing')
+      now += 200
+      state = nextHoldBack(state, saturatedAt(now, 1000))
+    }
+    expect(state.quietUntil - now).toBe(600_000)
+    expect(state.quietMs).toBe(600_000)
   })
 })
