@@ -6,7 +6,7 @@ import { writerName, type Sql } from '../db/client.ts'
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
 export const defaultRetryScheduleSeconds: readonly number[] = [5, 300, 1800, 7200, 18000, 36000, 36000]
 export const defaultTimeoutMs = 15_000
-export const defaultMaxInFlight = 10
+export const defaultMaxInFlight = 32
 
 export type DeliveryStatus = 'pending' | 'delivered' | 'failed'
 

@@ -109,7 +109,7 @@ describe('destinations', () => {
     expect(endpoint.requests).toHaveLength(1)
   })
 
-  it('never shows the secret after creation, and shows the state and counts', async () => {
+  it('never shows the secret after creation, and shows the state, the defaults and counts', async () => {
     const endpoint = await receiver()
     const destination = await createDestination({ url: endpoint.url, events: ['#'], timeout_ms: 5000 })
     const shown = await admin('GET', `/destinations/${destination.id}`)
@@ -122,6 +122,7 @@ describe('destinations', () => {
       disabled_reason: null,
       consecutive_failures: 0,
       timeout_ms: 5000,
+      max_in_flight: 32,
       pending: 0,
       failed: 0,
     })
