@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { Provider, WebhookRequest } from '../provider.ts'
 import { jsonSourceOf } from '../parse.ts'
 import { internalEvents } from './registry.ts'
@@ -23,10 +23,11 @@ export interface CloudEvent {
  * consumers can deduplicate on it (RFC 9562 version 8, name-based with SHA-256).
  */
 export function eventId(provider: string, eventKey: string, name: string): string {
-  const hash = createHash('sha256').update(`${provider}\u0000${eventKey}\u0000${name}`).digest()
-  hash[6] = (hash[6]! & 0x0f) | 0x80
-  hash[8] = (hash[8]! & 0x3f) | 0x80
-  const hex = hash.subarray(0, 16).toString('hex')
+  // crypto.hash, one call: half the cost of createHash().update().digest() for a short input.
+  const digest = hash('sha256', `${provider}\u0000${eventKey}\u0000${name}`, 'buffer')
+  digest[6] = (digest[6]! & 0x0f) | 0x80
+  digest[8] = (digest[8]! & 0x3f) | 0x80
+  const hex = digest.subarray(0, 16).toString('hex')
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
 
