@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Dispatcher } from 'undici'
 import { Linger } from '../pipeline/linger.ts'
+import { post } from './post.ts'
 import { signatureHeaders } from './signing.ts'
 import { startWakers, type Wakers } from '../pipeline/wakers.ts'
 import type { Logger } from '../ops/log.ts'
@@ -107,31 +108,6 @@ export function outcomeOf(
   if (scheduled === undefined) return { kind: 'retry', retryInSeconds: undefined }
   const asked = status === 429 || status === 503 ? retryAfterSeconds(retryAfter) : undefined
   return { kind: 'retry', retryInSeconds: Math.max(scheduled, asked ?? 0) }
-}
-
-/** Reads at most `limit` bytes of an answer's body; the rest is not read (the connection is dropped). */
-function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const done = (error?: Error) => {
-      body.off('data', onData).off('end', onEnd).off('error', done)
-      // Destroying the rest of an answer cut short makes undici report an abort: nothing to act on.
-      body.on('error', () => {})
-      if (error) return reject(error)
-      // Postgres text holds no NUL; an answer is for reading, so it becomes U+FFFD.
-      resolve(Buffer.concat(chunks).subarray(0, limit).toString('utf8').replaceAll('\u0000', '\uFFFD'))
-    }
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk)
-      size += chunk.length
-      if (size < limit) return
-      done()
-      body.destroy()
-    }
-    const onEnd = () => done()
-    body.on('data', onData).on('end', onEnd).on('error', done)
-  })
 }
 
 const describeError = (error: unknown, timeoutMs: number): string => {
@@ -476,38 +452,27 @@ export class DeliverySender {
       signatureHeaders(delivery.eventId, delivery.payload, delivery.secrets, attemptedAt),
     )
     headers['content-type'] = 'application/cloudevents+json'
-    // A controller and a timer cleared at the end, rather than AbortSignal.timeout: Node keeps each of those
-    // signals weakly referenced until collected, and one per delivery cost several times as much.
-    const controller = new AbortController()
-    const { signal } = controller
-    const timer = setTimeout(
-      () => controller.abort(new DOMException('The operation timed out', 'TimeoutError')),
-      delivery.timeoutMs,
-    )
-    timer.unref()
     try {
-      const response = await this.options.dispatcher.request({
-        ...target(delivery.url),
-        method: 'POST',
+      const answer = await post(
+        this.options.dispatcher,
+        delivery.url,
         headers,
-        body: delivery.payload,
-        signal,
-        headersTimeout: delivery.timeoutMs,
-        bodyTimeout: delivery.timeoutMs,
-      })
-      const responseBody = await readCapped(response.body, responseBodyLimit)
+        delivery.payload,
+        delivery.timeoutMs,
+        responseBodyLimit,
+      )
       const redirect =
-        response.statusCode >= 300 && response.statusCode < 400
-          ? `redirected to ${String(response.headers.location ?? '(no location)')}; redirects are not followed`
+        answer.statusCode >= 300 && answer.statusCode < 400
+          ? `redirected to ${String(answer.headers.location ?? '(no location)')}; redirects are not followed`
           : null
-      const ok = response.statusCode >= 200 && response.statusCode < 300
+      const ok = answer.statusCode >= 200 && answer.statusCode < 300
       return {
         attemptedAt,
         durationMs: performance.now() - started,
-        statusCode: response.statusCode,
-        responseHeaders: response.headers as Record<string, string | string[]>,
-        responseBody,
-        error: redirect ?? (ok ? null : `answered ${response.statusCode}`),
+        statusCode: answer.statusCode,
+        responseHeaders: answer.headers,
+        responseBody: answer.body,
+        error: redirect ?? (ok ? null : `answered ${answer.statusCode}`),
       }
     } catch (error) {
       return {
@@ -516,25 +481,10 @@ export class DeliverySender {
         statusCode: null,
         responseHeaders: null,
         responseBody: null,
-        error: describeError(signal.aborted ? signal.reason : error, delivery.timeoutMs),
+        error: describeError(error, delivery.timeoutMs),
       }
-    } finally {
-      clearTimeout(timer)
     }
   }
-}
-
-/** A destination URL as undici takes it, parsed once per URL rather than per request. */
-const targets = new Map<string, { readonly origin: string; readonly path: string }>()
-function target(url: string): { readonly origin: string; readonly path: string } {
-  let found = targets.get(url)
-  if (!found) {
-    const parsed = new URL(url)
-    found = { origin: parsed.origin, path: parsed.pathname + parsed.search }
-    if (targets.size > 10_000) targets.clear()
-    targets.set(url, found)
-  }
-  return found
 }
 
 const retryAfterHeader = (headers: DeliveryAttempt['responseHeaders']): string | undefined => {
