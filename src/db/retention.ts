@@ -52,7 +52,7 @@ export class Retention {
   async runOnce(): Promise<{ webhooks: number; deliveries: number }> {
     const { days, failedDays } = this.options
     // Each kind aged from when it finished: a dead webhook's or failed delivery's last attempt is its
-    // next_attempt_at. A delivery's attempts go with it (ON DELETE CASCADE).
+    // next_attempt_at. A delivery's attempts go with it (the deliveries_delete_attempts trigger).
     const webhooks =
       (await this.deleteFinished('webhooks', 'published', 'published_at', days)) +
       (await this.deleteFinished('webhooks', 'dead', 'next_attempt_at', failedDays))

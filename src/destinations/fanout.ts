@@ -55,9 +55,10 @@ interface Row {
  * The outbox: writes a delivery for every destination that wants one of the handled webhooks' events, in the
  * very statement that records the webhooks handled (both or neither). Patterns are matched here, against the
  * destinations as last read; the statement writes nothing unless they are still as read (destinations_version,
- * checked in its own snapshot), and then the fan-out is redone with a fresh read. So a destination created,
- * disabled or re-pointed a moment ago is never missed, and with none configured the whole fan-out costs one
- * comparison in the statement the worker sends anyway. Disabled destinations get deliveries too: they wait.
+ * locked until it commits: see currentVersion), and then the fan-out is redone with a fresh read. So a
+ * destination created, disabled or re-pointed a moment ago is never missed, and with none configured the whole
+ * fan-out costs one comparison in the statement the worker sends anyway. Disabled destinations get deliveries
+ * too: they wait.
  * A webhook handled twice adds nothing: (destination, event id) is unique.
  *
  * With a sender in this process, the deliveries it has room for are written claimed by it and handed over
@@ -137,8 +138,18 @@ export function createOutbox(
       .map((secret) => secret.secret),
   })
 
-  /** The destinations are as last read: destinations_version, in the statement's snapshot. */
-  const unchanged = (version: string) => sql`(SELECT version FROM destinations_version) = ${version}::bigint`
+  /**
+   * destinations_version for a statement that writes deliveries: as of now, locked FOR SHARE until the statement
+   * commits, so that a change to the destinations being committed is waited for and its version seen, and one
+   * that starts later waits for this statement (migration 0006: no foreign key checks a delivery's destination,
+   * and none may be written for a destination being deleted). A statement that writes none reads it plainly.
+   */
+  const currentVersion = (writes: boolean) =>
+    writes
+      ? sql`(SELECT version FROM destinations_version FOR SHARE)`
+      : sql`(SELECT version FROM destinations_version)`
+  /** The destinations are as last read. */
+  const unchanged = (version: string, writes: boolean) => sql`${currentVersion(writes)} = ${version}::bigint`
 
   /** INSERT ... RETURNING id of `rows`, those `where` allows; a claimed row's lease is its timeout plus the margin. */
   const insertRows = (rows: readonly Row[], where: Fragment) => {
@@ -177,9 +188,9 @@ export function createOutbox(
       const rows = rowsFor(handled)
       const version = known.version
       const [result] = await sql`
-        WITH ${rows.length > 0 ? sql`inserted AS (${insertRows(rows, unchanged(version))}),` : sql``}
-        updated AS (${update(unchanged(version))})
-        SELECT (SELECT version FROM destinations_version)::text AS version
+        WITH ${rows.length > 0 ? sql`inserted AS (${insertRows(rows, unchanged(version, true))}),` : sql``}
+        updated AS (${update(unchanged(version, rows.length > 0))})
+        SELECT ${currentVersion(rows.length > 0)}::text AS version
           ${rows.length > 0 ? sql`, ARRAY(SELECT id FROM inserted) AS inserted` : sql``}`
       if (result?.version === version) return written(rows, result.inserted ?? [])
       if (tries >= 5)
@@ -216,9 +227,9 @@ export function createOutbox(
       return {
         insert: (webhookIds) =>
           rows.length > 0
-            ? insertRows(rows, sql`${unchanged(version)} AND r.webhook_id IN (${webhookIds})`)
+            ? insertRows(rows, sql`${unchanged(version, true)} AND r.webhook_id IN (${webhookIds})`)
             : sql`SELECT NULL::uuid AS id WHERE false`,
-        check: sql`(SELECT version FROM destinations_version)::text`,
+        check: sql`${currentVersion(rows.length > 0)}::text`,
         committed: (ids, check) => {
           // The destinations changed since they were read: nothing was written; the record of the publish
           // fans these webhooks out instead.
