@@ -56,8 +56,24 @@ async function handledWebhook(): Promise<HandledWebhook> {
   }
 }
 
+/** Two destinations for every event, an outbox that has read them, and a webhook for it to route. */
+async function twoDestinationsAndAWebhook() {
+  const gone = await destination()
+  const kept = await destination()
+  const webhook = await handledWebhook()
+  const outbox = createOutbox(own, { published: store.publishedUpdate, routed: store.routedUpdate })
+  await outbox.start()
+  return { gone, kept, webhook, outbox }
+}
+
 const deliveriesOf = async (destinationId: string) =>
   (await db.sql`SELECT count(*)::int AS n FROM deliveries WHERE destination_id = ${destinationId}`)[0]!.n
+
+/** The webhook's delivery went to `kept`, and none is left for `gone`. */
+async function expectDeliveriesOnlyFor(kept: string, gone: string): Promise<void> {
+  expect(await deliveriesOf(gone)).toBe(0)
+  expect(await deliveriesOf(kept)).toBe(1)
+}
 
 /** Until `count` sessions of this database wait for a lock. */
 const lockWaits = (count: number) =>
@@ -70,28 +86,19 @@ const lockWaits = (count: number) =>
 
 describe('deleting a destination', () => {
   it('deletes its deliveries and their attempts', async () => {
-    const gone = await destination()
-    const kept = await destination()
-    const webhook = await handledWebhook()
-    const outbox = createOutbox(own, { published: store.publishedUpdate, routed: store.routedUpdate })
-    await outbox.start()
+    const { gone, kept, webhook, outbox } = await twoDestinationsAndAWebhook()
     await outbox.released([webhook])
     const [delivery] = await db.sql`SELECT id FROM deliveries WHERE destination_id = ${gone}`
     await db.sql`
       INSERT INTO delivery_attempts (delivery_id, attempted_at, duration_ms, status_code)
       VALUES (${delivery!.id}, now(), 1, 500)`
     await db.sql`DELETE FROM destinations WHERE id = ${gone}`
-    expect(await deliveriesOf(gone)).toBe(0)
+    await expectDeliveriesOnlyFor(kept, gone)
     expect(await db.sql`SELECT 1 FROM delivery_attempts WHERE delivery_id = ${delivery!.id}`).toHaveLength(0)
-    expect(await deliveriesOf(kept)).toBe(1)
   })
 
   it('waits for a statement writing its deliveries, then deletes what it wrote', async () => {
-    const gone = await destination()
-    const kept = await destination()
-    const webhook = await handledWebhook()
-    const outbox = createOutbox(own, { published: store.publishedUpdate, routed: store.routedUpdate })
-    await outbox.start()
+    const { gone, kept, webhook, outbox } = await twoDestinationsAndAWebhook()
     // The outbox's statement writes the deliveries, then waits on the webhook's row, held here.
     const holder = await db.sql.reserve()
     try {
@@ -107,16 +114,11 @@ describe('deleting a destination', () => {
     } finally {
       holder.release()
     }
-    expect(await deliveriesOf(gone)).toBe(0)
-    expect(await deliveriesOf(kept)).toBe(1)
+    await expectDeliveriesOnlyFor(kept, gone)
   })
 
   it('makes a statement that starts while it commits write nothing for it, and the rest after a fresh read', async () => {
-    const gone = await destination()
-    const kept = await destination()
-    const webhook = await handledWebhook()
-    const outbox = createOutbox(own, { published: store.publishedUpdate, routed: store.routedUpdate })
-    await outbox.start()
+    const { gone, kept, webhook, outbox } = await twoDestinationsAndAWebhook()
     const deleter = await db.sql.reserve()
     try {
       await deleter`BEGIN`
@@ -128,7 +130,6 @@ describe('deleting a destination', () => {
     } finally {
       deleter.release()
     }
-    expect(await deliveriesOf(gone)).toBe(0)
-    expect(await deliveriesOf(kept)).toBe(1)
+    await expectDeliveriesOnlyFor(kept, gone)
   })
 })
