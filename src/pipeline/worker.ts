@@ -180,6 +180,21 @@ export function nextHoldBack(
 }
 
 /**
+ * What changed from one window's decision to the next, as operators see it: what a probe that ended found
+ * (more arrived while holding back, or not: then a quiet spell follows), and whether the worker now holds
+ * back (probing or holding), when that changed.
+ */
+export function holdBackChange(
+  before: HoldBack,
+  after: HoldBack,
+): { readonly probe?: 'helped' | 'did_not_help'; readonly holding?: boolean } {
+  const probe =
+    before.mode === 'probing' ? (after.quietUntil > before.quietUntil ? 'did_not_help' : 'helped') : undefined
+  const holding = (before.mode === 'free') !== (after.mode === 'free') ? after.mode !== 'free' : undefined
+  return { ...(probe ? { probe } : {}), ...(holding !== undefined ? { holding } : {}) }
+}
+
+/**
  * How long the worker rests after a batch: nothing unless intake is saturated (deliveries arrive faster than
  * they are committed); then long enough that the worker's batches fill at most `share` of the event loop's
  * time and publish at most `share` of the arrivals (the broker's work competes for the machine too), at most
@@ -257,6 +272,7 @@ export class Worker {
 
   async start(): Promise<void> {
     const { claimOwner, log, pollMs } = this.options
+    if (this.options.intakeCounts) this.reportHoldBack(initialHoldBack, initialHoldBack)
     this.wakers = startWakers({
       name: 'worker',
       rows: 'webhooks',
@@ -524,16 +540,13 @@ export class Worker {
       const arrived = counts.submitted - this.load.counts.submitted
       const ahead = arrived > 0 ? (counts.unansweredSeen - this.load.counts.unansweredSeen) / arrived : 0
       const arrivalsPerSecond = (arrived * 1000) / (now - this.load.at)
-      this.load = {
-        at: now,
-        counts,
+      const holdBack = nextHoldBack(this.load.holdBack, {
+        now,
+        saturated: ahead >= saturatedAhead,
         arrivalsPerSecond,
-        holdBack: nextHoldBack(this.load.holdBack, {
-          now,
-          saturated: ahead >= saturatedAhead,
-          arrivalsPerSecond,
-        }),
-      }
+      })
+      this.reportHoldBack(this.load.holdBack, holdBack)
+      this.load = { at: now, counts, arrivalsPerSecond, holdBack }
     }
     const pauseMs = pauseAfterBatch({
       batchMs,
@@ -545,6 +558,26 @@ export class Worker {
     this.holdingBack = pauseMs > 0
     // The next window includes this pause: intake that eased during it lets the worker run at full speed.
     if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
+  }
+
+  /** What the hold-back decided, for operators: whether the worker holds back now, and what each probe found. */
+  private reportHoldBack(before: HoldBack, after: HoldBack): void {
+    const { metrics } = this.options
+    const { probe, holding } = holdBackChange(before, after)
+    if (probe)
+      metrics.count(
+        'worker_hold_back_probes_total',
+        'Probes of whether holding the worker back lets more deliveries in, by what they found',
+        { outcome: probe },
+      )
+    // At the start (before === after), the gauge is set to what it is: 0.
+    if (holding !== undefined || before === after)
+      metrics.setGauge(
+        'worker_holding_back',
+        'Whether the worker holds back for intake now (probing or holding: 1)',
+        {},
+        after.mode === 'free' ? 0 : 1,
+      )
   }
 
   /** Publishes one webhook's events; undefined when it failed (the failure is then already recorded). */

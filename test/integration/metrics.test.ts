@@ -58,6 +58,9 @@ describe('/metrics', () => {
     })
     expect(sample(text, 'events_published_total{provider="stripe"}')).toBeGreaterThanOrEqual(2)
     expect(sample(text, 'webhooks_unpublished{status="pending"}')).toBe(0)
+    // One webhook never saturates intake: the worker publishes at full speed and has probed nothing.
+    expect(sample(text, 'worker_holding_back')).toBe(0)
+    expect(text).not.toMatch(/^worker_hold_back_probes_total/m)
   })
 
   it('reports each dependency up or down, and the process metrics', async () => {

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { initialHoldBack, nextHoldBack, pauseAfterBatch, type HoldBack } from '../../src/pipeline/worker.ts'
+import {
+  holdBackChange,
+  initialHoldBack,
+  nextHoldBack,
+  pauseAfterBatch,
+  type HoldBack,
+} from '../../src/pipeline/worker.ts'
 
 describe('pauseAfterBatch', () => {
   const busy = {
@@ -89,5 +95,39 @@ describe('nextHoldBack', () => {
     }
     expect(state.quietUntil - now).toBe(600_000)
     expect(state.quietMs).toBe(600_000)
+  })
+})
+
+describe('holdBackChange (the worker_hold_back_probes_total and worker_holding_back metrics)', () => {
+  const saturatedAt = (now: number, arrivalsPerSecond: number) => ({
+    now,
+    saturated: true,
+    arrivalsPerSecond,
+  })
+  const calmAt = (now: number) => ({ now, saturated: false, arrivalsPerSecond: 100 })
+
+  it('says when the worker starts holding back (a probe), what the probe found, and when it stops', () => {
+    const saturated = nextHoldBack(initialHoldBack, saturatedAt(0, 1000))
+    expect(holdBackChange(initialHoldBack, saturated)).toEqual({})
+    const probe = nextHoldBack(saturated, saturatedAt(500, 1000))
+    expect(holdBackChange(saturated, probe)).toEqual({ holding: true })
+
+    const holding = nextHoldBack(probe, saturatedAt(700, 1500))
+    expect(holdBackChange(probe, holding)).toEqual({ probe: 'helped' })
+    const still = nextHoldBack(holding, saturatedAt(1200, 1500))
+    expect(holdBackChange(holding, still)).toEqual({})
+    expect(holdBackChange(still, nextHoldBack(still, calmAt(1700)))).toEqual({ holding: false })
+  })
+
+  it('counts a probe that found no more arrivals, and the worker at full speed again', () => {
+    const probe = nextHoldBack(nextHoldBack(initialHoldBack, saturatedAt(0, 1000)), saturatedAt(500, 1000))
+    const free = nextHoldBack(probe, saturatedAt(700, 1000))
+    expect(holdBackChange(probe, free)).toEqual({ probe: 'did_not_help', holding: false })
+  })
+
+  it('counts a probe that helped even when intake eased meanwhile', () => {
+    const probe = nextHoldBack(nextHoldBack(initialHoldBack, saturatedAt(0, 1000)), saturatedAt(500, 1000))
+    const eased = nextHoldBack(probe, { now: 700, saturated: false, arrivalsPerSecond: 1200 })
+    expect(holdBackChange(probe, eased)).toEqual({ probe: 'helped', holding: false })
   })
 })
