@@ -15,7 +15,7 @@ const fieldCount = 10
 /** And, when the group is claimed for this process's worker, who holds it and until when. */
 const claimColumns = ', claimed_by, next_attempt_at'
 const claimFields = 2
-/** The signature, then no flags and no header extension. */
+/** The file's header: the signature, then no flags and no header extension. */
 const fileHeader = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)])
 /** A field count of -1 ends the data. */
 const fileTrailer = Buffer.from([0xff, 0xff])
@@ -50,9 +50,19 @@ function measure(webhook: NewWebhook, claimed: boolean): Row {
 
 const microsecondsSince2000 = (ms: number) => BigInt(Math.round(ms - postgresEpochMs)) * 1000n
 
-function encode(rows: readonly Row[], size: number, claim: ClaimFields | undefined): Buffer {
-  const chunk = Buffer.allocUnsafe(size)
-  let offset = 0
+/**
+ * Rows in COPY's binary format, with the file's header before them when they come `first` and its trailer
+ * after them when `last`: a group that fits one chunk is one buffer, one write to the socket.
+ */
+function encode(
+  rows: readonly Row[],
+  size: number,
+  claim: ClaimFields | undefined,
+  { first, last }: { readonly first: boolean; readonly last: boolean },
+): Buffer {
+  const total = (first ? fileHeader.length : 0) + size + (last ? fileTrailer.length : 0)
+  const chunk = Buffer.allocUnsafe(total)
+  let offset = first ? fileHeader.copy(chunk, 0) : 0
   const field = (length: number) => {
     offset = chunk.writeInt32BE(length, offset)
   }
@@ -78,7 +88,8 @@ function encode(rows: readonly Row[], size: number, claim: ClaimFields | undefin
       offset = chunk.writeBigInt64BE(claim.until, offset)
     }
   }
-  if (offset !== size) throw new Error(`copy: encoded ${offset} bytes of ${size}`)
+  if (last) offset += fileTrailer.copy(chunk, offset)
+  if (offset !== total) throw new Error(`copy: encoded ${offset} bytes of ${total}`)
   return chunk
 }
 
@@ -89,15 +100,16 @@ interface ClaimFields {
 }
 
 /**
- * The group's rows in COPY's binary format: the header, chunks of about a megabyte, the trailer. Claimed
- * rows carry their owner and a lease from `now` (ms), as the worker's own claims do.
+ * The group's rows in COPY's binary format, in chunks of about a megabyte, the file's header at the start of
+ * the first and its trailer at the end of the last (most groups are one chunk). Claimed rows carry their
+ * owner and a lease from `now` (ms), as the worker's own claims do.
  */
 export function copyChunks(webhooks: readonly NewWebhook[], claim?: Claim, now = Date.now()): Buffer[] {
   const fields = claim && {
     owner: claim.owner,
     until: microsecondsSince2000(now + claim.leaseSeconds * 1000),
   }
-  const chunks: Buffer[] = [fileHeader]
+  const groups: { rows: Row[]; size: number }[] = []
   let rows: Row[] = []
   let size = 0
   for (const webhook of webhooks) {
@@ -105,14 +117,15 @@ export function copyChunks(webhooks: readonly NewWebhook[], claim?: Claim, now =
     rows.push(row)
     size += row.size
     if (size >= chunkBytes) {
-      chunks.push(encode(rows, size, fields))
+      groups.push({ rows, size })
       rows = []
       size = 0
     }
   }
-  if (rows.length > 0) chunks.push(encode(rows, size, fields))
-  chunks.push(fileTrailer)
-  return chunks
+  if (rows.length > 0 || groups.length === 0) groups.push({ rows, size })
+  return groups.map((group, index) =>
+    encode(group.rows, group.size, fields, { first: index === 0, last: index === groups.length - 1 }),
+  )
 }
 
 /**

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ClaimOwner } from '../../src/db/owners.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
+import { copyChunks } from '../../src/db/copy.ts'
 import { createStore, type NewWebhook } from '../../src/db/webhooks.ts'
 import { connectDatabase, type Sql } from '../../src/db/client.ts'
 import { createTestDatabase, waitFor } from '../support/services.ts'
@@ -69,6 +70,19 @@ describe('store', () => {
     const results = await store.insertWebhooks(group)
     expect(results.every((result) => !result.duplicate)).toBe(true)
     for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
+  })
+
+  it('stores a group of over a megabyte through COPY, written in several chunks, each body exactly', async () => {
+    const large = (fill: string) => webhook(Buffer.alloc(700_000, fill))
+    const group = [large('a'), ...Object.values(bodies).map(webhook), large('b'), webhook(Buffer.from('{}'))]
+    expect(copyChunks(group).length).toBeGreaterThan(1)
+    const results = await store.insertWebhooks(group, { owner: 7, leaseSeconds: 60 })
+    expect(results.every((result) => !result.duplicate)).toBe(true)
+    for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
+    const [claimed] = await sql`
+      SELECT count(*)::int AS count FROM webhooks WHERE id = ANY(${group.map((stored) => stored.id)}::uuid[])
+        AND claimed_by = 7 AND next_attempt_at > now() + interval '50 seconds'`
+    expect(claimed!.count).toBe(group.length)
   })
 
   it('stores mixed bodies exactly through the INSERT that a group holding a stored duplicate falls back to', async () => {
