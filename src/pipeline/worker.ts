@@ -272,7 +272,7 @@ export class Worker {
 
   async start(): Promise<void> {
     const { claimOwner, log, pollMs } = this.options
-    if (this.options.intakeCounts) this.reportHoldBack(initialHoldBack, initialHoldBack)
+    if (this.options.intakeCounts) this.reportHoldBack(undefined, initialHoldBack)
     this.wakers = startWakers({
       name: 'worker',
       rows: 'webhooks',
@@ -560,23 +560,25 @@ export class Worker {
     if (pauseMs > 0) await sleep(pauseMs, undefined, { ref: false })
   }
 
-  /** What the hold-back decided, for operators: whether the worker holds back now, and what each probe found. */
-  private reportHoldBack(before: HoldBack, after: HoldBack): void {
+  /**
+   * What the hold-back decided, for operators: whether the worker holds back now, and what each probe found.
+   * Without `before` (at the start), the gauge is set to what `after` says.
+   */
+  private reportHoldBack(before: HoldBack | undefined, after: HoldBack): void {
     const { metrics } = this.options
-    const { probe, holding } = holdBackChange(before, after)
+    const { probe, holding } = before ? holdBackChange(before, after) : { holding: after.mode !== 'free' }
     if (probe)
       metrics.count(
         'worker_hold_back_probes_total',
         'Probes of whether holding the worker back lets more deliveries in, by what they found',
         { outcome: probe },
       )
-    // At the start (before === after), the gauge is set to what it is: 0.
-    if (holding !== undefined || before === after)
+    if (holding !== undefined)
       metrics.setGauge(
         'worker_holding_back',
         'Whether the worker holds back for intake now (probing or holding: 1)',
         {},
-        after.mode === 'free' ? 0 : 1,
+        holding ? 1 : 0,
       )
   }
 
