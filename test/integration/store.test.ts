@@ -4,9 +4,10 @@ import { ClaimOwner } from '../../src/db/owners.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { copyChunks } from '../../src/db/copy.ts'
-import { createStore, type NewWebhook } from '../../src/db/webhooks.ts'
+import { createStore } from '../../src/db/webhooks.ts'
 import { connectDatabase, type Sql } from '../../src/db/client.ts'
 import { createTestDatabase, waitFor } from '../support/services.ts'
+import { newWebhook as webhook } from '../support/stored.ts'
 
 let database: Awaited<ReturnType<typeof createTestDatabase>>
 let sql: Sql
@@ -21,19 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await sql?.end()
   await database?.drop()
-})
-
-const webhook = (body: Buffer): NewWebhook => ({
-  id: randomUUID(),
-  provider: 'github',
-  eventKey: randomUUID(),
-  eventType: 'push',
-  method: 'POST',
-  path: '/webhooks/github',
-  publicUrl: 'http://127.0.0.1/webhooks/github',
-  headers: { 'content-type': 'application/json' },
-  body,
-  receivedAt: new Date(),
 })
 
 // Bodies that the escape form must carry exactly, and ones that must fall back to hex.

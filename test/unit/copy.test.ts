@@ -1,20 +1,6 @@
-import { randomUUID } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { copyChunks } from '../../src/db/copy.ts'
-import type { NewWebhook } from '../../src/db/webhooks.ts'
-
-const webhook = (body: Buffer): NewWebhook => ({
-  id: randomUUID(),
-  provider: 'github',
-  eventKey: randomUUID(),
-  eventType: 'push',
-  method: 'POST',
-  path: '/webhooks/github',
-  publicUrl: 'http://127.0.0.1/webhooks/github',
-  headers: { 'content-type': 'application/json' },
-  body,
-  receivedAt: new Date(),
-})
+import { newWebhook as webhook } from '../support/stored.ts'
 
 const signature = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1')
 
