@@ -3,9 +3,9 @@ import { writerName, type Sql } from './client.ts'
 import type { Claim, NewWebhook, WrittenWith } from './webhooks.ts'
 
 /**
- * Storing a group of deliveries with `COPY ... FROM STDIN (FORMAT binary)`: the body goes to Postgres as
- * its own bytes, copied once, where a multi-row INSERT through postgres.js sends every value as text and
- * builds the message in a buffer that grows by copying (over 100 us of the gateway's CPU per 7 KB row).
+ * Storing a group of deliveries with `COPY ... FROM STDIN (FORMAT binary)`, for groups whose bodies pass a
+ * megabyte (see insertMaxBodyBytes in webhooks.ts): the rows go in chunks of about a megabyte, where an
+ * INSERT through postgres.js builds its whole message in one buffer that grows by copying.
  * https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4 (binary format)
  */
 

@@ -84,11 +84,14 @@ function toWebhook(row: postgres.Row): StoredWebhook {
 }
 
 /**
- * Bodies a group may hold and still go in with one INSERT rather than COPY. postgres.js sends an INSERT's
- * bytea as hex text, built by copying (about 15 us of the gateway's CPU per KB); COPY sends the bytes as
- * they are but takes four round trips (BEGIN, COPY, a query that reports its outcome, COMMIT).
+ * Bodies a group may hold and still go in with one INSERT rather than COPY. An INSERT is one round trip and
+ * sends each body as its own bytes (binary bytea parameters: patches/postgres+3.4.9.patch), but postgres.js
+ * builds the whole message in one buffer that grows by copying; COPY streams the group in chunks of 1 MB and
+ * takes four round trips (BEGIN, COPY, a query that reports its outcome, COMMIT). Measured per webhook, gateway
+ * + Postgres CPU: 25 bodies of 7 KB 71 + 70 us by INSERT against 89 + 81 by COPY, 16 of 64 KB 199 + 72 against
+ * 107 + 162, 4 of 512 KB 1,400 + 390 against 470 + 1,060.
  */
-const insertMaxBodyBytes = 16 * 1024
+const insertMaxBodyBytes = 1024 * 1024
 
 /** Bodies one claim reads at most (see claimDue). */
 const claimMaxBytes = 16 * 1024 * 1024

@@ -1,4 +1,5 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectDatabase, type Sql } from '../../src/db/client.ts'
@@ -144,6 +145,59 @@ describe('postgres.js after Postgres closed a connection', () => {
       expect(resets).toBe(1)
       const [row] = await within(sql`SELECT ${['a', 'b']}::text[] AS list`, 20_000)
       expect(row!.list).toEqual(['a', 'b'])
+    } finally {
+      await sql.end({ timeout: 1 })
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+})
+
+// The same patch sends bytea parameters given as bytes in binary format, as they are, instead of hex text
+// twice their size: a webhook's body goes to Postgres once, byte for byte (src/db/webhooks.ts).
+describe('postgres.js with bytes for a bytea parameter', () => {
+  it('sends them as they are, in binary format, and Postgres stores every byte value exactly', async () => {
+    const sent: Buffer[] = []
+    const sockets = new Set<Socket>()
+    const server = createServer((client) => {
+      const upstream = connect(5432, '127.0.0.1')
+      sockets.add(client).add(upstream)
+      client.on('data', (chunk: Buffer) => sent.push(chunk))
+      client.pipe(upstream).pipe(client)
+      client.on('error', () => upstream.destroy())
+      upstream.on('error', () => client.destroy())
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const url = new URL(database.url)
+    url.host = `127.0.0.1:${(server.address() as AddressInfo).port}`
+    const sql = connectDatabase(url.toString(), 1)
+    // Every byte value, NUL and backslash included, then a marker no hex or escape form contains.
+    const bytes = Buffer.concat([
+      Buffer.from(Array.from({ length: 256 }, (_, n) => n)),
+      Buffer.from('\x00\\x\u00ffend'),
+    ])
+    try {
+      await sql`CREATE TEMPORARY TABLE IF NOT EXISTS blobs (n int, b bytea, t text)`
+      await sql`INSERT INTO blobs ${sql([
+        { n: 1, b: bytes, t: 'text beside it' },
+        { n: 2, b: Buffer.alloc(0), t: null },
+        { n: 3, b: null, t: 'no bytes' },
+      ])}`
+      const rows = await sql`SELECT n, b, t, octet_length(b) AS length FROM blobs ORDER BY n`
+      expect(rows.map((row) => [row.n, row.length, row.t])).toEqual([
+        [1, bytes.length, 'text beside it'],
+        [2, 0, null],
+        [3, null, 'no bytes'],
+      ])
+      expect(Buffer.compare(rows[0]!.b, bytes)).toBe(0)
+      expect(rows[1]!.b).toEqual(Buffer.alloc(0))
+      // A bytea parameter as a function's argument, beside a text one.
+      const [echo] = await sql`SELECT md5(${bytes}) AS md5, ${'beside'}::text AS text`
+      expect(echo).toEqual({ md5: createHash('md5').update(bytes).digest('hex'), text: 'beside' })
+
+      const traffic = Buffer.concat(sent)
+      expect(traffic.includes(bytes)).toBe(true)
+      expect(traffic.includes(Buffer.from(bytes.toString('hex')))).toBe(false)
     } finally {
       await sql.end({ timeout: 1 })
       for (const socket of sockets) socket.destroy()

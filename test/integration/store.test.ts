@@ -24,7 +24,7 @@ afterAll(async () => {
   await database?.drop()
 })
 
-// Bodies that the escape form must carry exactly, and ones that must fall back to hex.
+// Bodies that must reach Postgres and come back byte for byte.
 const bodies: Record<string, Buffer> = {
   'JSON with escaped quotes and newlines': Buffer.from(
     '{"message":"a \\"quoted\\" line\\nnext","path":"C:\\\\dir"}',
@@ -58,6 +58,19 @@ describe('store', () => {
     const results = await store.insertWebhooks(group)
     expect(results.every((result) => !result.duplicate)).toBe(true)
     for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
+  })
+
+  it('stores a group of hundreds of kilobytes in one INSERT, claimed, each body exactly', async () => {
+    const sized = (n: number) => webhook(Buffer.alloc(30_000 + n, String.fromCharCode(97 + (n % 26))))
+    const group = [...Array.from({ length: 25 }, (_, n) => sized(n)), ...Object.values(bodies).map(webhook)]
+    expect(group.reduce((sum, stored) => sum + stored.body.length, 0)).toBeLessThan(1024 * 1024)
+    const results = await store.insertWebhooks(group, { owner: 8, leaseSeconds: 60 })
+    expect(results.every((result) => !result.duplicate)).toBe(true)
+    for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
+    const [claimed] = await sql`
+      SELECT count(*)::int AS count FROM webhooks WHERE id = ANY(${group.map((stored) => stored.id)}::uuid[])
+        AND claimed_by = 8 AND next_attempt_at > now() + interval '50 seconds'`
+    expect(claimed!.count).toBe(group.length)
   })
 
   it('stores a group of over a megabyte through COPY, written in several chunks, each body exactly', async () => {
