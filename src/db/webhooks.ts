@@ -227,7 +227,7 @@ export function createStore(sql: Sql) {
      * other.
      *
      * A claim holds at most `maxBytes` of bodies (always at least one webhook): a backlog of 25 MB GitHub
-     * deliveries must not be read 64 at a time, twice their size as hex, into one process.
+     * deliveries must not be read 64 at a time into one process.
      */
     async claimDue(
       owner: number,

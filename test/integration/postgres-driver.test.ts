@@ -154,15 +154,18 @@ describe('postgres.js after Postgres closed a connection', () => {
 })
 
 // The same patch sends bytea parameters given as bytes in binary format, as they are, instead of hex text
-// twice their size: a webhook's body goes to Postgres once, byte for byte (src/db/webhooks.ts).
+// twice their size, and reads bytea columns so once a statement's columns are known: a webhook's body goes to
+// Postgres (src/db/webhooks.ts) and back (a claim) byte for byte.
 describe('postgres.js with bytes for a bytea parameter', () => {
-  it('sends them as they are, in binary format, and Postgres stores every byte value exactly', async () => {
+  it('sends them as they are, in binary format, reads them back so, and every byte value stays exact', async () => {
     const sent: Buffer[] = []
+    const received: Buffer[] = []
     const sockets = new Set<Socket>()
     const server = createServer((client) => {
       const upstream = connect(5432, '127.0.0.1')
       sockets.add(client).add(upstream)
       client.on('data', (chunk: Buffer) => sent.push(chunk))
+      upstream.on('data', (chunk: Buffer) => received.push(chunk))
       client.pipe(upstream).pipe(client)
       client.on('error', () => upstream.destroy())
       upstream.on('error', () => client.destroy())
@@ -198,6 +201,29 @@ describe('postgres.js with bytes for a bytea parameter', () => {
       const traffic = Buffer.concat(sent)
       expect(traffic.includes(bytes)).toBe(true)
       expect(traffic.includes(Buffer.from(bytes.toString('hex')))).toBe(false)
+
+      // Read back: a statement's first run comes as hex text (its columns are not known when it is bound);
+      // once they are, its bytea columns come in binary format, as they are, and read the same.
+      const read = () => sql`SELECT n, b, t FROM blobs WHERE n <= ${2} ORDER BY n`
+      received.length = 0
+      const first = await read()
+      expect(Buffer.concat(received).includes(Buffer.from(bytes.toString('hex')))).toBe(true)
+      received.length = 0
+      const again = await read()
+      const answer = Buffer.concat(received)
+      expect(answer.includes(bytes)).toBe(true)
+      expect(answer.includes(Buffer.from(bytes.toString('hex')))).toBe(false)
+      for (const rows of [first, again]) {
+        expect(rows.map((row) => [row.n, row.t])).toEqual([
+          [1, 'text beside it'],
+          [2, null],
+        ])
+        expect(Buffer.compare(rows[0]!.b, bytes)).toBe(0)
+        expect(rows[1]!.b).toEqual(Buffer.alloc(0))
+      }
+      // Rows read as values (raw) stay text, as postgres.js documents them.
+      const [raw] = await sql`SELECT b FROM blobs WHERE n = ${1}`.raw()
+      expect(Buffer.from(raw![0]!).toString()).toBe(`\\x${bytes.toString('hex')}`)
     } finally {
       await sql.end({ timeout: 1 })
       for (const socket of sockets) socket.destroy()
