@@ -31,6 +31,33 @@ async function terminate(sql: Sql): Promise<void> {
 const within = <T>(work: Promise<T>, ms = 5000) =>
   Promise.race([work, sleep(ms).then(() => Promise.reject(new Error(`no answer within ${ms} ms`)))])
 
+/**
+ * A TCP proxy in front of Postgres for one test: `wire` joins each client connection to its own upstream one
+ * (both ways, as they are, unless it does something else). `url` is the test database's, through the proxy.
+ */
+async function proxyToPostgres(
+  wire: (client: Socket, upstream: Socket) => void = (client, upstream) => client.pipe(upstream).pipe(client),
+): Promise<{ readonly url: string; close(): Promise<void> }> {
+  const sockets = new Set<Socket>()
+  const server = createServer((client) => {
+    const upstream = connect(5432, '127.0.0.1')
+    sockets.add(client).add(upstream)
+    wire(client, upstream)
+    client.on('error', () => upstream.destroy())
+    upstream.on('error', () => client.destroy())
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const url = new URL(database.url)
+  url.host = `127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    url: url.toString(),
+    async close() {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
 describe('postgres.js after Postgres closed a connection', () => {
   it('rejects the queries of a reserved connection whose session ended, and the pool works again after release', async () => {
     const sql = connectDatabase(database.url, 1)
@@ -117,10 +144,7 @@ describe('postgres.js after Postgres closed a connection', () => {
   it('survives a connection reset while it reads the array types, and answers once through', async () => {
     // Forwards to Postgres, but resets the first connection as soon as it asks for the array types.
     let resets = 0
-    const sockets = new Set<Socket>()
-    const server = createServer((client) => {
-      const upstream = connect(5432, '127.0.0.1')
-      sockets.add(client).add(upstream)
+    const proxy = await proxyToPostgres((client, upstream) => {
       client.on('data', (chunk) => {
         if (resets === 0 && chunk.includes('typarray')) {
           resets += 1
@@ -131,13 +155,8 @@ describe('postgres.js after Postgres closed a connection', () => {
         upstream.write(chunk)
       })
       upstream.pipe(client)
-      client.on('error', () => upstream.destroy())
-      upstream.on('error', () => client.destroy())
     })
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    const url = new URL(database.url)
-    url.host = `127.0.0.1:${(server.address() as AddressInfo).port}`
-    const sql = connectDatabase(url.toString(), 1)
+    const sql = connectDatabase(proxy.url, 1)
     try {
       // The query that opened the connection fails with it; nothing is left unhandled (that would be a
       // crash under Node's default), and the next session reads the types again.
@@ -147,8 +166,7 @@ describe('postgres.js after Postgres closed a connection', () => {
       expect(row!.list).toEqual(['a', 'b'])
     } finally {
       await sql.end({ timeout: 1 })
-      for (const socket of sockets) socket.destroy()
-      await new Promise((resolve) => server.close(resolve))
+      await proxy.close()
     }
   })
 })
@@ -160,20 +178,12 @@ describe('postgres.js with bytes for a bytea parameter', () => {
   it('sends them as they are, in binary format, reads them back so, and every byte value stays exact', async () => {
     const sent: Buffer[] = []
     const received: Buffer[] = []
-    const sockets = new Set<Socket>()
-    const server = createServer((client) => {
-      const upstream = connect(5432, '127.0.0.1')
-      sockets.add(client).add(upstream)
+    const proxy = await proxyToPostgres((client, upstream) => {
       client.on('data', (chunk: Buffer) => sent.push(chunk))
       upstream.on('data', (chunk: Buffer) => received.push(chunk))
       client.pipe(upstream).pipe(client)
-      client.on('error', () => upstream.destroy())
-      upstream.on('error', () => client.destroy())
     })
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    const url = new URL(database.url)
-    url.host = `127.0.0.1:${(server.address() as AddressInfo).port}`
-    const sql = connectDatabase(url.toString(), 1)
+    const sql = connectDatabase(proxy.url, 1)
     // Every byte value, NUL and backslash included, then a marker no hex or escape form contains.
     const bytes = Buffer.concat([
       Buffer.from(Array.from({ length: 256 }, (_, n) => n)),
@@ -226,8 +236,7 @@ describe('postgres.js with bytes for a bytea parameter', () => {
       expect(Buffer.from(raw![0]!).toString()).toBe(`\\x${bytes.toString('hex')}`)
     } finally {
       await sql.end({ timeout: 1 })
-      for (const socket of sockets) socket.destroy()
-      await new Promise((resolve) => server.close(resolve))
+      await proxy.close()
     }
   })
 })

@@ -4,7 +4,7 @@ import { ClaimOwner } from '../../src/db/owners.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { copyChunks } from '../../src/db/copy.ts'
-import { createStore } from '../../src/db/webhooks.ts'
+import { createStore, type NewWebhook } from '../../src/db/webhooks.ts'
 import { connectDatabase, type Sql } from '../../src/db/client.ts'
 import { createTestDatabase, waitFor } from '../support/services.ts'
 import { newWebhook as webhook } from '../support/stored.ts'
@@ -38,6 +38,17 @@ const bodies: Record<string, Buffer> = {
   'every byte value': Buffer.from(Array.from({ length: 256 }, (_, byte) => byte)),
 }
 
+/** Stores `group` claimed by `owner` for a minute: every row new, every body exact, every row claimed. */
+async function storesClaimed(group: readonly NewWebhook[], owner: number): Promise<void> {
+  const results = await store.insertWebhooks(group, { owner, leaseSeconds: 60 })
+  expect(results.every((result) => !result.duplicate)).toBe(true)
+  for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
+  const [claimed] = await sql`
+    SELECT count(*)::int AS count FROM webhooks WHERE id = ANY(${group.map((stored) => stored.id)}::uuid[])
+      AND claimed_by = ${owner} AND next_attempt_at > now() + interval '50 seconds'`
+  expect(claimed!.count).toBe(group.length)
+}
+
 describe('store', () => {
   for (const [name, body] of Object.entries(bodies)) {
     it(`stores ${name} byte for byte`, async () => {
@@ -64,26 +75,14 @@ describe('store', () => {
     const sized = (n: number) => webhook(Buffer.alloc(30_000 + n, String.fromCharCode(97 + (n % 26))))
     const group = [...Array.from({ length: 25 }, (_, n) => sized(n)), ...Object.values(bodies).map(webhook)]
     expect(group.reduce((sum, stored) => sum + stored.body.length, 0)).toBeLessThan(1024 * 1024)
-    const results = await store.insertWebhooks(group, { owner: 8, leaseSeconds: 60 })
-    expect(results.every((result) => !result.duplicate)).toBe(true)
-    for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
-    const [claimed] = await sql`
-      SELECT count(*)::int AS count FROM webhooks WHERE id = ANY(${group.map((stored) => stored.id)}::uuid[])
-        AND claimed_by = 8 AND next_attempt_at > now() + interval '50 seconds'`
-    expect(claimed!.count).toBe(group.length)
+    await storesClaimed(group, 8)
   })
 
   it('stores a group of over a megabyte through COPY, written in several chunks, each body exactly', async () => {
     const large = (fill: string) => webhook(Buffer.alloc(700_000, fill))
     const group = [large('a'), ...Object.values(bodies).map(webhook), large('b'), webhook(Buffer.from('{}'))]
     expect(copyChunks(group).length).toBeGreaterThan(1)
-    const results = await store.insertWebhooks(group, { owner: 7, leaseSeconds: 60 })
-    expect(results.every((result) => !result.duplicate)).toBe(true)
-    for (const stored of group) expect((await store.get(stored.id))!.body.equals(stored.body)).toBe(true)
-    const [claimed] = await sql`
-      SELECT count(*)::int AS count FROM webhooks WHERE id = ANY(${group.map((stored) => stored.id)}::uuid[])
-        AND claimed_by = 7 AND next_attempt_at > now() + interval '50 seconds'`
-    expect(claimed!.count).toBe(group.length)
+    await storesClaimed(group, 7)
   })
 
   it('stores mixed bodies exactly through the INSERT that a group holding a stored duplicate falls back to', async () => {
