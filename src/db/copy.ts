@@ -4,8 +4,8 @@ import type { Claim, NewWebhook, WrittenWith } from './webhooks.ts'
 
 /**
  * Storing a group of deliveries with `COPY ... FROM STDIN (FORMAT binary)`, for groups whose bodies pass a
- * megabyte (see insertMaxBodyBytes in webhooks.ts): the rows go in chunks of about a megabyte, where an
- * INSERT through postgres.js builds its whole message in one buffer that grows by copying.
+ * quarter of a megabyte (see insertMaxBodyBytes in webhooks.ts): the rows go in chunks of about a megabyte,
+ * where an INSERT through postgres.js builds its whole message in one buffer that grows by copying.
  * https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4 (binary format)
  */
 

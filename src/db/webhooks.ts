@@ -88,10 +88,11 @@ function toWebhook(row: postgres.Row): StoredWebhook {
  * sends each body as its own bytes (binary bytea parameters: patches/postgres+3.4.9.patch), but postgres.js
  * builds the whole message in one buffer that grows by copying; COPY streams the group in chunks of 1 MB and
  * takes four round trips (BEGIN, COPY, a query that reports its outcome, COMMIT). Measured per webhook, gateway
- * + Postgres CPU: 25 bodies of 7 KB 71 + 70 us by INSERT against 89 + 81 by COPY, 16 of 64 KB 199 + 72 against
- * 107 + 162, 4 of 512 KB 1,400 + 390 against 470 + 1,060.
+ * + Postgres CPU, INSERT against COPY: 5 bodies of 1.4 KB 83 + 67 against 140 + 95 us, 25 of 6.9 KB 38 + 37
+ * against 40 + 42, 16 of 64 KB 123 + 73 against 94 + 152, 4 of 256 KB 775 + 229 against 356 + 624. Past a
+ * quarter of a megabyte the gateway's own share, the scarcer one, grows faster with an INSERT.
  */
-const insertMaxBodyBytes = 1024 * 1024
+const insertMaxBodyBytes = 256 * 1024
 
 /** Bodies one claim reads at most (see claimDue). */
 const claimMaxBytes = 16 * 1024 * 1024
