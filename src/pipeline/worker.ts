@@ -89,6 +89,13 @@ const handled = (kind: Handled['kind'], webhook: Claimed, events: readonly Outgo
 
 /** Webhooks waiting for the broker's confirms at once, at most (see drain). */
 const maxPublishing = 1024
+/**
+ * Bodies held in memory at most, past one batch: those handed over and not yet published (see handOffClaim),
+ * and those waiting for confirms (see drain). Each is held with its events, serialized, so 1,024 bodies of
+ * 512 KB would hold over a gigabyte. Confirms take tens of milliseconds: 32 MB in flight is hundreds of
+ * megabytes a second.
+ */
+const maxHeldBytes = 32 * 1024 * 1024
 
 /** A published webhook whose deliveries are written: its record only marks it, and nothing waits on that. */
 const markOnly = (item: Handled) => item.kind === 'published' && item.record.routed
@@ -229,6 +236,8 @@ export class Worker {
   private runningClaims: Promise<void> | undefined
   /** Handed over by intake, not yet published: each with when it was claimed. */
   private handed: { readonly webhook: Claimed; readonly claimedAt: number }[] = []
+  /** The bodies of the webhooks in `handed`, in bytes. */
+  private handedBytes = 0
   /** A claim from Postgres was asked for (wake). */
   private claimWanted = false
   /** The last batch was followed by a pause for intake's sake. */
@@ -248,6 +257,8 @@ export class Worker {
   private readonly linger = new Linger()
   /** Webhooks published and waiting for the broker's confirms. */
   private readonly publishing = new Set<Promise<void>>()
+  /** The bodies of the webhooks in `publishing`, in bytes. */
+  private publishingBytes = 0
   /** Webhooks intake is committing, and whether their deliveries were written with them. */
   private readonly routedAtCommit = new WeakMap<Received, { routed: boolean }>()
 
@@ -288,12 +299,13 @@ export class Worker {
 
   /**
    * The claim intake should write with its next group, so that its webhooks are handed over (take): only
-   * while the broker is there and what was handed over is not piling up (16 claims' worth: a burst that
-   * outlasts that leaves the rest in Postgres, for claims as the load allows).
+   * while the broker is there and what was handed over is not piling up (16 claims' worth, or maxHeldBytes of
+   * bodies: a burst that outlasts that leaves the rest in Postgres, for claims as the load allows).
    */
   handOffClaim(): Claim | undefined {
     if (this.stopped || !this.publisher.connected) return undefined
-    if (this.handed.length >= this.options.concurrency * 16) return undefined
+    if (this.handed.length >= this.options.concurrency * 16 || this.handedBytes >= maxHeldBytes)
+      return undefined
     return { owner: this.options.claimOwner, leaseSeconds: this.options.leaseSeconds }
   }
 
@@ -331,6 +343,7 @@ export class Worker {
         webhook: { ...webhook, attempts: 0, routedAt: routed ? webhook.receivedAt : null },
         claimedAt,
       })
+      this.handedBytes += webhook.body.length
     }
     if (!this.stopped) this.run()
   }
@@ -379,6 +392,7 @@ export class Worker {
       await Promise.all([wakersStopped, this.runningHanded, this.runningClaims, ...this.publishing])
       // Handed over and not published: given back, due at once, for the other gateways.
       const left = this.handed.splice(0).map((item) => item.webhook.id)
+      this.handedBytes = 0
       if (left.length > 0)
         await this.store.release(this.options.claimOwner, left).catch((error: unknown) => {
           this.options.log.warn('worker: could not give back unpublished webhooks; their lease will', {
@@ -394,13 +408,13 @@ export class Worker {
    * Takes batches (handed over, or claimed) and starts publishing them, without waiting for the broker's
    * confirms before the next batch: the confirms of persistent messages wait for RabbitMQ's disk, tens of
    * milliseconds under load, and a worker waiting on each batch's would publish no faster than a batch per
-   * fsync. Up to `maxPublishing` webhooks wait for confirms at once; each is queued for its record as its
-   * own confirms arrive.
+   * fsync. Up to `maxPublishing` webhooks, and `maxHeldBytes` of bodies, wait for confirms at once; each
+   * is queued for its record as its own confirms arrive.
    */
   private async drain(next: () => Claimed[] | undefined | Promise<Claimed[] | undefined>): Promise<void> {
     while (!this.stopped) {
       const batchStarted = performance.eventLoopUtilization()
-      if (this.publishing.size >= maxPublishing) {
+      if (this.publishing.size >= maxPublishing || this.publishingBytes >= maxHeldBytes) {
         await Promise.race(this.publishing)
         continue
       }
@@ -409,8 +423,11 @@ export class Worker {
       for (let at = 0; at < batch.length; at += publishChunk) {
         if (at > 0) await nextTurn()
         for (const webhook of batch.slice(at, at + publishChunk)) {
+          const bytes = webhook.body.length
+          this.publishingBytes += bytes
           const published: Promise<void> = this.publish(webhook).then((handled) => {
             this.publishing.delete(published)
+            this.publishingBytes -= bytes
             if (handled) this.record([handled])
           })
           this.publishing.add(published)
@@ -430,10 +447,9 @@ export class Worker {
   private takeHanded(limit: number): Claimed[] | undefined {
     if (this.handed.length === 0) return undefined
     const fresh = performance.now() - (this.options.leaseSeconds * 1000) / 2
-    return this.handed
-      .splice(0, limit)
-      .filter((item) => item.claimedAt > fresh)
-      .map((item) => item.webhook)
+    const taken = this.handed.splice(0, limit)
+    for (const item of taken) this.handedBytes -= item.webhook.body.length
+    return taken.filter((item) => item.claimedAt > fresh).map((item) => item.webhook)
   }
 
   /**

@@ -1,0 +1,98 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { describe, expect, it } from 'vitest'
+import type { OutgoingEvent } from '../../src/pipeline/events.ts'
+import type { Received } from '../../src/pipeline/intake.ts'
+import { Worker } from '../../src/pipeline/worker.ts'
+import { Metrics } from '../../src/ops/metrics.ts'
+import { silentLogger } from '../../src/ops/log.ts'
+
+const megabyte = 1024 * 1024
+
+/** A webhook intake committed and handed over, mapped on receipt, with a body of `bytes`. */
+function handedOver(bytes: number): Received {
+  const id = randomUUID()
+  const event: OutgoingEvent = { id: randomUUID(), type: 'raw.github.push', time: '', body: Buffer.alloc(16) }
+  return {
+    id,
+    provider: 'github',
+    eventKey: id,
+    eventType: 'push',
+    method: 'POST',
+    path: '/webhooks/github',
+    publicUrl: 'http://127.0.0.1/webhooks/github',
+    headers: {},
+    body: Buffer.alloc(bytes),
+    receivedAt: new Date(),
+    mapped: { events: [event] },
+  }
+}
+
+/**
+ * A worker in front of a broker that takes every message and confirms none (a stalled disk): what it holds
+ * in memory is what it has handed to the broker plus what intake handed over to it.
+ */
+function stalledWorker(concurrency: number) {
+  const published: number[] = []
+  const worker = new Worker(
+    {
+      claimDue: async () => [],
+      reclaimAbandoned: async () => [],
+      markFailed: async () => {},
+      release: async () => {},
+      listen: async () => ({ unlisten: async () => {} }),
+      hasDestinations: async () => false,
+    } as never,
+    { published: async () => {}, released: async () => {} },
+    {
+      broker: true,
+      connected: true,
+      whenConnected: async () => {},
+      publish: (events: readonly OutgoingEvent[]) => {
+        published.push(events.length)
+        return new Promise<void>(() => {})
+      },
+    },
+    {},
+    {
+      concurrency,
+      pollMs: 60_000,
+      leaseSeconds: 600,
+      claimOwner: 1,
+      retryDelaysSeconds: [5],
+      log: silentLogger,
+      metrics: new Metrics(),
+    },
+  )
+  return { worker, published }
+}
+
+describe('the worker holds a bounded amount of bodies in memory', () => {
+  it('waits for confirms once 32 MB of bodies are with the broker, however few webhooks that is', async () => {
+    const { worker, published } = stalledWorker(4)
+    worker.handOff.take(Array.from({ length: 40 }, () => handedOver(megabyte)))
+    await sleep(50)
+    // Batches of 4 go out until 32 MB are unconfirmed; the other 8 wait, handed over.
+    expect(published.length).toBe(32)
+  })
+
+  it('asks intake for no more hand-offs once 32 MB of bodies wait, and again for a handful of small ones', async () => {
+    const large = stalledWorker(4)
+    expect(large.worker.handOff.claim()).toBeDefined()
+    large.worker.handOff.take(Array.from({ length: 40 }, () => handedOver(megabyte)))
+    await sleep(50)
+    // 32 with the broker, 8 MB handed over: room for more.
+    expect(large.worker.handOff.claim()).toBeDefined()
+    large.worker.handOff.take(Array.from({ length: 24 }, () => handedOver(megabyte)))
+    await sleep(50)
+    expect(large.published.length).toBe(32)
+    // 32 MB handed over, far fewer than the 64 webhooks (16 claims of 4) it would otherwise hold.
+    expect(large.worker.handOff.claim()).toBeUndefined()
+
+    const small = stalledWorker(4)
+    small.worker.handOff.take(Array.from({ length: 40 }, () => handedOver(1024)))
+    await sleep(50)
+    expect(small.published.length).toBe(40)
+    expect(small.worker.handOff.claim()).toBeDefined()
+  })
+})
