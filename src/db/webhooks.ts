@@ -95,7 +95,17 @@ function toWebhook(row: postgres.Row): StoredWebhook {
 const insertMaxBodyBytes = 256 * 1024
 
 /** Bodies one claim reads at most (see claimDue). */
-const claimMaxBytes = 16 * 1024 * 1024
+export const claimMaxBytes = 16 * 1024 * 1024
+
+/**
+ * Whether a claim of `limit` may have left due webhooks behind: it took `limit` of them, or it stopped at the
+ * byte budget (claimDue leaves the rows past it, so what it took adds up to the budget or more).
+ */
+export const claimMayHaveLeftMore = (
+  claimed: readonly { readonly body: Buffer }[],
+  limit: number,
+  maxBytes = claimMaxBytes,
+) => claimed.length >= limit || claimed.reduce((sum, webhook) => sum + webhook.body.length, 0) >= maxBytes
 
 const identity = (provider: string, eventKey: string) => `${provider}\u0000${eventKey}`
 

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks'
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Providers } from '../../providers/index.ts'
 import type { Claim, NewWebhook, Store, StoredWebhook, WrittenWith } from '../db/webhooks.ts'
+import { claimMayHaveLeftMore } from '../db/webhooks.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
 import { eventsFor, outgoing, type Mapped, type OutgoingEvent } from './events.ts'
@@ -474,8 +475,9 @@ export class Worker {
     }
     try {
       const claimed = await this.store.claimDue(claimOwner, limit, leaseSeconds)
-      // A full claim may have left more due; a short one took everything (until woken again).
-      if (claimed.length === limit) this.claimWanted = true
+      // A full claim, or one stopped by its byte budget, may have left more due; a short one took everything
+      // (until woken again).
+      if (claimMayHaveLeftMore(claimed, limit)) this.claimWanted = true
       return claimed.length > 0 ? claimed : undefined
     } catch (error) {
       log.warn('worker: cannot claim webhooks, postgres unavailable', { error })

@@ -32,11 +32,15 @@ function handedOver(bytes: number): Received {
  * A worker in front of a broker that takes every message and confirms none (a stalled disk): what it holds
  * in memory is what it has handed to the broker plus what intake handed over to it.
  */
-function stalledWorker(concurrency: number) {
+function stalledWorker(concurrency: number, claims: Received[][] = [], confirms = false) {
   const published: number[] = []
+  const claimed: number[] = []
   const worker = new Worker(
     {
-      claimDue: async () => [],
+      claimDue: async (_owner: number, limit: number) => {
+        claimed.push(limit)
+        return (claims.shift() ?? []).map((webhook) => ({ ...webhook, attempts: 0, routedAt: null }))
+      },
       reclaimAbandoned: async () => [],
       markFailed: async () => {},
       release: async () => {},
@@ -50,7 +54,7 @@ function stalledWorker(concurrency: number) {
       whenConnected: async () => {},
       publish: (events: readonly OutgoingEvent[]) => {
         published.push(events.length)
-        return new Promise<void>(() => {})
+        return confirms ? Promise.resolve() : new Promise<void>(() => {})
       },
     },
     {},
@@ -64,10 +68,10 @@ function stalledWorker(concurrency: number) {
       metrics: new Metrics(),
     },
   )
-  return { worker, published }
+  return { worker, published, claimed }
 }
 
-describe('the worker holds a bounded amount of bodies in memory', () => {
+describe('the worker with large bodies', () => {
   it('waits for confirms once 32 MB of bodies are with the broker, however few webhooks that is', async () => {
     const { worker, published } = stalledWorker(4)
     worker.handOff.take(Array.from({ length: 40 }, () => handedOver(megabyte)))
@@ -94,5 +98,19 @@ describe('the worker holds a bounded amount of bodies in memory', () => {
     await sleep(50)
     expect(small.published.length).toBe(40)
     expect(small.worker.handOff.claim()).toBeDefined()
+  })
+
+  it('claims again at once after a claim stopped by its byte budget, not only after a full one', async () => {
+    // 64 webhooks asked for; the claim stopped at its 16 MB budget after two of 8 MB.
+    const { worker, claimed, published } = stalledWorker(
+      64,
+      [[handedOver(8 * megabyte), handedOver(8 * megabyte)], [handedOver(1024)]],
+      true,
+    )
+    worker.wake()
+    await sleep(100)
+    // The third would only come with the next wake: the second claim was short and small, so it took all.
+    expect(claimed).toEqual([64, 64])
+    expect(published.length).toBe(3)
   })
 })
