@@ -95,7 +95,7 @@ function toWebhook(row: postgres.Row): StoredWebhook {
 const insertMaxBodyBytes = 256 * 1024
 
 /** Bodies one claim reads at most (see claimDue). */
-export const claimMaxBytes = 16 * 1024 * 1024
+const claimMaxBytes = 16 * 1024 * 1024
 
 /**
  * Whether a claim of `limit` may have left due webhooks behind: it took `limit` of them, or it stopped at the

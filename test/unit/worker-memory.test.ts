@@ -6,33 +6,22 @@ import type { Received } from '../../src/pipeline/intake.ts'
 import { Worker } from '../../src/pipeline/worker.ts'
 import { Metrics } from '../../src/ops/metrics.ts'
 import { silentLogger } from '../../src/ops/log.ts'
+import { newWebhook } from '../support/stored.ts'
 
 const megabyte = 1024 * 1024
 
 /** A webhook intake committed and handed over, mapped on receipt, with a body of `bytes`. */
 function handedOver(bytes: number): Received {
-  const id = randomUUID()
   const event: OutgoingEvent = { id: randomUUID(), type: 'raw.github.push', time: '', body: Buffer.alloc(16) }
-  return {
-    id,
-    provider: 'github',
-    eventKey: id,
-    eventType: 'push',
-    method: 'POST',
-    path: '/webhooks/github',
-    publicUrl: 'http://127.0.0.1/webhooks/github',
-    headers: {},
-    body: Buffer.alloc(bytes),
-    receivedAt: new Date(),
-    mapped: { events: [event] },
-  }
+  return { ...newWebhook(Buffer.alloc(bytes)), mapped: { events: [event] } }
 }
 
 /**
- * A worker in front of a broker that takes every message and confirms none (a stalled disk): what it holds
- * in memory is what it has handed to the broker plus what intake handed over to it.
+ * A worker whose claims from Postgres return `claims` in turn, in front of a broker that takes every message
+ * and confirms it, or by default confirms none (a stalled disk): what it holds in memory is then what it has
+ * handed to the broker plus what intake handed over to it.
  */
-function stalledWorker(concurrency: number, claims: Received[][] = [], confirms = false) {
+function workerWith(concurrency: number, claims: Received[][] = [], confirms = false) {
   const published: number[] = []
   const claimed: number[] = []
   const worker = new Worker(
@@ -73,7 +62,7 @@ function stalledWorker(concurrency: number, claims: Received[][] = [], confirms 
 
 describe('the worker with large bodies', () => {
   it('waits for confirms once 32 MB of bodies are with the broker, however few webhooks that is', async () => {
-    const { worker, published } = stalledWorker(4)
+    const { worker, published } = workerWith(4)
     worker.handOff.take(Array.from({ length: 40 }, () => handedOver(megabyte)))
     await sleep(50)
     // Batches of 4 go out until 32 MB are unconfirmed; the other 8 wait, handed over.
@@ -81,7 +70,7 @@ describe('the worker with large bodies', () => {
   })
 
   it('asks intake for no more hand-offs once 32 MB of bodies wait, and again for a handful of small ones', async () => {
-    const large = stalledWorker(4)
+    const large = workerWith(4)
     expect(large.worker.handOff.claim()).toBeDefined()
     large.worker.handOff.take(Array.from({ length: 40 }, () => handedOver(megabyte)))
     await sleep(50)
@@ -93,7 +82,7 @@ describe('the worker with large bodies', () => {
     // 32 MB handed over, far fewer than the 64 webhooks (16 claims of 4) it would otherwise hold.
     expect(large.worker.handOff.claim()).toBeUndefined()
 
-    const small = stalledWorker(4)
+    const small = workerWith(4)
     small.worker.handOff.take(Array.from({ length: 40 }, () => handedOver(1024)))
     await sleep(50)
     expect(small.published.length).toBe(40)
@@ -102,7 +91,7 @@ describe('the worker with large bodies', () => {
 
   it('claims again at once after a claim stopped by its byte budget, not only after a full one', async () => {
     // 64 webhooks asked for; the claim stopped at its 16 MB budget after two of 8 MB.
-    const { worker, claimed, published } = stalledWorker(
+    const { worker, claimed, published } = workerWith(
       64,
       [[handedOver(8 * megabyte), handedOver(8 * megabyte)], [handedOver(1024)]],
       true,
