@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Fragment, Sql } from '../db/client.ts'
+import { writerName, type Fragment, type Sql } from '../db/client.ts'
 import type { ConditionalUpdate, WrittenWith } from '../db/webhooks.ts'
 import type { HandledWebhook, Recorder } from '../pipeline/worker.ts'
 import { wantsEvent } from './patterns.ts'
@@ -151,9 +151,18 @@ export function createOutbox(
   /** The destinations are as last read. */
   const unchanged = (version: string, writes: boolean) => sql`${currentVersion(writes)} = ${version}::bigint`
 
-  /** INSERT ... RETURNING id of `rows`, those `where` allows; a claimed row's lease is its timeout plus the margin. */
+  /**
+   * INSERT ... RETURNING id of `rows`, those `where` allows; a claimed row's lease is its timeout plus the margin.
+   * A row written unclaimed wakes the other processes' senders at commit (`deliveries_due`, named by this writer
+   * so that its own listener skips it): its RETURNING calls pg_notify, which Postgres sends once per transaction
+   * however many rows call it. This statement knows which rows it leaves unclaimed, so no trigger looks again
+   * (migration 0007).
+   */
   const insertRows = (rows: readonly Row[], where: Fragment) => {
     const leaseMargin = sender?.leaseMarginSeconds ?? 0
+    const wakeOthers = rows.some((row) => !row.claimed)
+      ? sql`, CASE WHEN claimed_by IS NULL THEN pg_notify('deliveries_due', ${writerName(sql)}) END`
+      : sql``
     return sql`
       INSERT INTO deliveries (id, destination_id, webhook_id, event_id, event_type, payload, claimed_by,
         next_attempt_at)
@@ -167,7 +176,7 @@ export function createOutbox(
         AS r(id, destination_id, webhook_id, event_id, event_type, payload, claimed_by, lease_seconds)
       WHERE ${where}
       ON CONFLICT (destination_id, event_id) DO NOTHING
-      RETURNING id`
+      RETURNING id ${wakeOthers}`
   }
 
   /** What a committed statement wrote: the claimed deliveries go to the sender, the others wake it. */
