@@ -8,6 +8,7 @@ import { createDestinationStore } from '../../src/destinations/store.ts'
 import { eventId } from '../../src/pipeline/events.ts'
 import type { HandledWebhook } from '../../src/pipeline/worker.ts'
 import { useTestDatabase, waitFor } from '../support/services.ts'
+import { newWebhook } from '../support/stored.ts'
 
 // Deliveries written unclaimed wake the senders of the other processes, at commit, from the statement that
 // writes them (migration 0007 dropped the trigger that did it); deliveries this process's sender took wake
@@ -37,24 +38,12 @@ afterAll(async () => {
 
 /** A webhook as intake stores it, and what the worker hands the outbox for it. */
 function webhook(): { stored: NewWebhook; handled: HandledWebhook } {
-  const id = randomUUID()
-  const eventKey = `evt_${id}`
-  const event = { id: eventId('stripe', eventKey, 'raw'), type: 'raw.stripe.payment_intent.succeeded' }
+  const stored = newWebhook(Buffer.from('{}'))
+  const event = { id: eventId('github', stored.eventKey, 'raw'), type: 'raw.github.push' }
   return {
-    stored: {
-      id,
-      provider: 'stripe',
-      eventKey,
-      eventType: 'payment_intent.succeeded',
-      method: 'POST',
-      path: '/webhooks/stripe',
-      publicUrl: 'https://gateway.example.com/webhooks/stripe',
-      headers: {},
-      body: Buffer.from('{}'),
-      receivedAt: new Date(),
-    },
+    stored,
     handled: {
-      webhookId: id,
+      webhookId: stored.id,
       routed: false,
       eventIds: [event.id],
       events: [{ ...event, time: new Date().toISOString(), body: Buffer.from('{"data":{}}') }],
