@@ -25,6 +25,11 @@ export interface Abandoned {
  * One statement: gives back, due at once, the rows of `table` in a `pending` state claimed by owners that
  * are gone (their lock went with their session: a killed process's claims are worked on again within
  * seconds, not when their lease ends), and says whether `due` (a query) finds any row due for a claim.
+ *
+ * It runs every second in every process, so it looks at who holds claims, not at the claims: one probe of
+ * the `claimed_by` index per owner (a loose index scan), and the rows only when an owner is gone. Looking
+ * at every leased row instead cost a bitmap scan over the lease's worth of index entries, a minute of
+ * webhooks published since the last vacuum (1,455 entries and 369 pages, 4 ms, at 20 a second).
  */
 export async function reclaimAbandoned(
   sql: Sql,
@@ -33,16 +38,36 @@ export async function reclaimAbandoned(
   pending: Fragment,
   due: Fragment,
 ): Promise<Abandoned> {
-  const [row] = await sql`
-    WITH reclaimed AS (
+  const [row] = await abandonedLook(sql, table, owner, pending, due)
+  return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
+}
+
+/** reclaimAbandoned's statement, to run or to EXPLAIN. */
+export const abandonedLook = (
+  sql: Sql,
+  table: 'webhooks' | 'deliveries',
+  owner: number,
+  pending: Fragment,
+  due: Fragment,
+) => sql`
+    WITH RECURSIVE claimers AS (
+      SELECT min(claimed_by) AS owner FROM ${sql(table)}
+      UNION ALL
+      SELECT (SELECT min(claimed_by) FROM ${sql(table)} WHERE claimed_by > c.owner) FROM claimers c
+      WHERE c.owner IS NOT NULL
+    ),
+    gone AS (
+      SELECT owner FROM claimers
+      WHERE owner IS NOT NULL AND owner <> ${owner} AND owner NOT IN (${liveOwners(sql)})
+    ),
+    reclaimed AS (
       UPDATE ${sql(table)} SET next_attempt_at = now(), claimed_by = NULL
-      WHERE claimed_by IS NOT NULL AND claimed_by <> ${owner} AND claimed_by NOT IN (${liveOwners(sql)})
+      -- EXISTS is planned as a filter run once: with nobody gone, no row is read.
+      WHERE EXISTS (SELECT FROM gone) AND claimed_by IN (SELECT owner FROM gone)
         AND ${pending} AND next_attempt_at > now()
       RETURNING id
     )
     SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed, EXISTS (${due}) AS due`
-  return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
-}
 
 /**
  * This process, as the holder of the rows it claims. Claims carry its number and have a lease; the number is

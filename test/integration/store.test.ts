@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ClaimOwner } from '../../src/db/owners.ts'
+import { abandonedLook, ClaimOwner } from '../../src/db/owners.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { copyChunks } from '../../src/db/copy.ts'
@@ -193,6 +193,39 @@ describe('store: claims of a gateway that is gone', () => {
     }
   })
 
+  it('reads no claimed row while every owner holding claims is alive', async () => {
+    await pending()
+    const alive = await ClaimOwner.start(database.url, silentLogger)
+    try {
+      await store.insertWebhooks(Array.from({ length: 200 }, () => webhook(Buffer.from('{}'))))
+      const claimed = await store.claimDue(alive.id, 202, 60)
+      expect(claimed).toHaveLength(202)
+      // Half published: their old versions stay in the indexes until a vacuum, as on a busy gateway.
+      await sql`UPDATE webhooks SET status = 'published', claimed_by = NULL
+        WHERE id = ANY(${claimed.slice(0, 101).map((row) => row.id)}::uuid[])`
+      // Every process polls this every second: it may probe who holds claims, never read the claims.
+      const look = abandonedLook(
+        sql,
+        'webhooks',
+        alive.id + 1,
+        sql`status IN ('pending', 'retrying')`,
+        sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
+      )
+      const [explained] = await sql`EXPLAIN (ANALYZE, FORMAT JSON) ${look}`
+      const plan = (explained!['QUERY PLAN'] as [{ Plan: PlanNode }])[0].Plan
+      const update = find(plan, (node) => node['Node Type'] === 'ModifyTable')
+      expect(update).toBeDefined()
+      const scans = all(update!, (node) => node !== update && node['Relation Name'] === 'webhooks')
+      expect(scans.length).toBeGreaterThan(0)
+      for (const scan of scans) expect(scan['Actual Loops']).toBe(0)
+      // Once the owner is gone, the same look takes its 101 claims back.
+      await alive.stop()
+      expect((await store.reclaimAbandoned(alive.id + 1)).reclaimed).toBe(101)
+    } finally {
+      await alive.stop().catch(() => {})
+    }
+  })
+
   it('takes its lock again after its session was terminated, so its claims stay its own', async () => {
     await pending()
     const other = await ClaimOwner.start(database.url, silentLogger)
@@ -233,3 +266,16 @@ describe('store: claims of a gateway that is gone', () => {
     }
   })
 })
+
+interface PlanNode {
+  readonly 'Node Type': string
+  readonly 'Relation Name'?: string
+  readonly 'Actual Loops': number
+  readonly Plans?: readonly PlanNode[]
+}
+
+const all = (node: PlanNode, match: (node: PlanNode) => boolean): PlanNode[] => [
+  ...(match(node) ? [node] : []),
+  ...(node.Plans ?? []).flatMap((child) => all(child, match)),
+]
+const find = (node: PlanNode, match: (node: PlanNode) => boolean) => all(node, match)[0]
