@@ -1,7 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
-import { Registry } from 'prom-client'
-import { loopDelayMetrics } from '../../src/ops/loop-delay.ts'
 import { Metrics } from '../../src/ops/metrics.ts'
 
 /** The sample lines of one metric family (no HELP or TYPE), as rendered. */
@@ -288,46 +285,5 @@ describe('instances', () => {
 describe('contentType', () => {
   it('is the Prometheus text format 0.0.4', () => {
     expect(new Metrics().contentType).toBe('text/plain; version=0.0.4; charset=utf-8')
-  })
-})
-
-describe('event loop delay', () => {
-  const busyFor = (ms: number) => {
-    const until = performance.now() + ms
-    while (performance.now() < until) {
-      // The loop is blocked, as by a long synchronous task.
-    }
-  }
-  const scrape = async (registry: Registry) => {
-    const text = await registry.metrics()
-    return (name: string) => Number(samples(text, name)[0]?.split(' ')[1])
-  }
-
-  it('shows a stall in the lag gauges while the loop has work, and reads near 0 otherwise', async () => {
-    const registry = new Registry()
-    for (const metric of loopDelayMetrics({ checkMs: 50 })) registry.registerMetric(metric)
-    // Steady work (3 ms in every 10) keeps the sampling on. Each scrape starts the delays anew.
-    const work = setInterval(() => busyFor(3), 10)
-    await sleep(150)
-    await scrape(registry)
-    await sleep(100)
-    busyFor(150)
-    await sleep(100)
-    const stalled = await scrape(registry)
-    clearInterval(work)
-    expect(stalled('nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.12)
-    expect(stalled('nodejs_eventloop_lag_p50_seconds')).toBeLessThan(0.05)
-    // Nothing stalls: near 0, not the sampling period.
-    await sleep(300)
-    const calm = await scrape(registry)
-    expect(calm('nodejs_eventloop_lag_max_seconds')).toBeLessThan(0.01)
-    expect(calm('nodejs_eventloop_lag_p50_seconds')).toBeLessThan(0.005)
-  })
-
-  it('is what Metrics renders, in place of the gauges of prom-client', async () => {
-    const text = await new Metrics().render()
-    for (const suffix of ['', 'min_', 'max_', 'mean_', 'stddev_', 'p50_', 'p90_', 'p99_'])
-      expect(samples(text, `nodejs_eventloop_lag_${suffix}seconds`)).toHaveLength(1)
-    expect(text).toContain('beyond the sampling period')
   })
 })
