@@ -31,18 +31,12 @@ export interface Abandoned {
  * at every leased row instead cost a bitmap scan over the lease's worth of index entries, a minute of
  * webhooks published since the last vacuum (1,455 entries and 369 pages, 4 ms, at 20 a second).
  */
-export async function reclaimAbandoned(
-  sql: Sql,
-  table: 'webhooks' | 'deliveries',
-  owner: number,
-  pending: Fragment,
-  due: Fragment,
-): Promise<Abandoned> {
-  const [row] = await abandonedLook(sql, table, owner, pending, due)
+export async function reclaimAbandoned(look: Fragment): Promise<Abandoned> {
+  const [row] = await look
   return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
 }
 
-/** reclaimAbandoned's statement, to run or to EXPLAIN. */
+/** The statement reclaimAbandoned runs, for a table's store to build (and a test to EXPLAIN). */
 export const abandonedLook = (
   sql: Sql,
   table: 'webhooks' | 'deliveries',

@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import { writerName, type Fragment, type Sql } from './client.ts'
 import { copyWebhooks } from './copy.ts'
-import { reclaimAbandoned, type Abandoned } from './owners.ts'
+import { abandonedLook, reclaimAbandoned, type Abandoned } from './owners.ts'
 
 export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
 
@@ -150,6 +150,16 @@ export function createStore(sql: Sql) {
     ${filter.key ? keyClause(filter.key, filter.provider) : sql``}
     ${filter.since ? sql`AND received_at >= ${filter.since}` : sql``}
     ${filter.until ? sql`AND received_at < ${filter.until}` : sql``}`
+
+  /** The safety net's look at webhooks (see reclaimAbandoned below). */
+  const abandoned = (owner: number) =>
+    abandonedLook(
+      sql,
+      'webhooks',
+      owner,
+      sql`status IN ('pending', 'retrying')`,
+      sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
+    )
 
   return {
     sql,
@@ -312,14 +322,11 @@ export function createStore(sql: Sql) {
      * and whether any is due for a claim (a retry, one stored by another process whose notification was missed).
      */
     async reclaimAbandoned(owner: number): Promise<Abandoned> {
-      return reclaimAbandoned(
-        sql,
-        'webhooks',
-        owner,
-        sql`status IN ('pending', 'retrying')`,
-        sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
-      )
+      return reclaimAbandoned(abandoned(owner))
     },
+
+    /** reclaimAbandoned's statement, unrun (to EXPLAIN what the poll reads). */
+    abandonedLook: abandoned,
 
     /** Gives back, due at once, webhooks `owner` claimed and will not publish (it is stopping). */
     async release(owner: number, ids: readonly string[]): Promise<void> {

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { reclaimAbandoned, type Abandoned } from '../db/owners.ts'
+import { abandonedLook, reclaimAbandoned, type Abandoned } from '../db/owners.ts'
 import { writerName, type Sql } from '../db/client.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
@@ -386,12 +386,14 @@ export function createDestinationStore(sql: Sql) {
      */
     async reclaimAbandoned(owner: number): Promise<Abandoned> {
       return reclaimAbandoned(
-        sql,
-        'deliveries',
-        owner,
-        sql`status = 'pending'`,
-        sql`SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
-            WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled`,
+        abandonedLook(
+          sql,
+          'deliveries',
+          owner,
+          sql`status = 'pending'`,
+          sql`SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+              WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled`,
+        ),
       )
     },
 

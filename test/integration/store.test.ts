@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { abandonedLook, ClaimOwner } from '../../src/db/owners.ts'
+import { ClaimOwner } from '../../src/db/owners.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { copyChunks } from '../../src/db/copy.ts'
@@ -204,14 +204,7 @@ describe('store: claims of a gateway that is gone', () => {
       await sql`UPDATE webhooks SET status = 'published', claimed_by = NULL
         WHERE id = ANY(${claimed.slice(0, 101).map((row) => row.id)}::uuid[])`
       // Every process polls this every second: it may probe who holds claims, never read the claims.
-      const look = abandonedLook(
-        sql,
-        'webhooks',
-        alive.id + 1,
-        sql`status IN ('pending', 'retrying')`,
-        sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
-      )
-      const [explained] = await sql`EXPLAIN (ANALYZE, FORMAT JSON) ${look}`
+      const [explained] = await sql`EXPLAIN (ANALYZE, FORMAT JSON) ${store.abandonedLook(alive.id + 1)}`
       const plan = (explained!['QUERY PLAN'] as [{ Plan: PlanNode }])[0].Plan
       const update = find(plan, (node) => node['Node Type'] === 'ModifyTable')
       expect(update).toBeDefined()
