@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
+import { LoopDelay } from './loop-delay.ts'
 
 type Labels = Readonly<Record<string, string>>
 
@@ -10,6 +11,9 @@ const httpLatencyBuckets: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.
 
 let processMetrics: readonly Metric[] | undefined
 
+/** The longest period Node takes for a timer: prom-client's own event-loop sampling never fires. */
+const never = 2 ** 31 - 1
+
 /**
  * CPU, memory, event loop lag and GC, collected once per process and shared by every Metrics: each
  * collectDefaultMetrics call starts its own GC observer and event-loop monitor that nothing can stop, and its
@@ -18,13 +22,16 @@ let processMetrics: readonly Metric[] | undefined
 const sharedProcessMetrics = (): readonly Metric[] => {
   if (!processMetrics) {
     const register = new Registry()
-    // The event-loop delay is sampled by a timer of this period. prom-client's 10 ms woke an idle gateway a
-    // hundred times a second, most of its idle CPU; twice a second still shows a loop that stalls.
-    collectDefaultMetrics({ register, eventLoopMonitoringPrecision: 500 })
+    // Its event-loop delay gauges are replaced by LoopDelay's, sampled only while the loop has work.
+    collectDefaultMetrics({ register, eventLoopMonitoringPrecision: never })
     // getMetricsAsArray() is typed as plain objects; getSingleMetric() gives the same instances typed as metrics.
-    processMetrics = register
-      .getMetricsAsArray()
-      .flatMap((metric) => register.getSingleMetric(metric.name) ?? [])
+    processMetrics = [
+      ...register
+        .getMetricsAsArray()
+        .filter((metric) => !metric.name.startsWith('nodejs_eventloop_lag_'))
+        .flatMap((metric) => register.getSingleMetric(metric.name) ?? []),
+      ...new LoopDelay().metrics,
+    ]
   }
   return processMetrics
 }

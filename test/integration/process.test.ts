@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config.ts'
-import { freePort } from '../support/gateway-process.ts'
+import { freePort, startGatewayProcess } from '../support/gateway-process.ts'
 import { captureEvents, deleteTopology, testEnv, useTestDatabase, waitFor } from '../support/services.ts'
 import { paymentIntentSucceeded, stripeDelivery } from '../support/signed.ts'
 
@@ -115,6 +117,56 @@ describe('the gateway process', () => {
       gateway.child.kill('SIGKILL')
       await events.close()
     }
+  })
+
+  it("samples the event loop's delay while it has work, and stops waking itself once the work stops", async () => {
+    const env = testEnv(db.url, { STRIPE_WEBHOOK_SECRET: secret, WORKER_POLL_MS: '1000' }) as Record<
+      string,
+      string
+    >
+    db.defer(() => deleteTopology(loadConfig(env).exchange))
+    const gateway = await startGatewayProcess(env, db.defer)
+    const pid = gateway.child.pid!
+    // Two seconds of deliveries, ten at a time: the loop is busy well above the 3% that starts the sampling.
+    const until = Date.now() + 2500
+    let sent = 0
+    await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        while (Date.now() < until) {
+          const event = paymentIntentSucceeded({ id: `pi_loop_${sent++}`, amount: 100, currency: 'eur' })
+          const { body, headers } = stripeDelivery(event, { secret })
+          const response = await fetch(`${gateway.base}/webhooks/stripe`, { method: 'POST', body, headers })
+          expect(response.status).toBe(200)
+        }
+      }),
+    )
+    const gauge = async (name: string) => {
+      const text = await (await fetch(`${gateway.base}/metrics`)).text()
+      return Number(text.match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1])
+    }
+    // Delays were recorded (an empty histogram reads 0).
+    expect(await gauge('nodejs_eventloop_lag_min_seconds')).toBeGreaterThan(0)
+
+    // Idle, the gateway's main thread wakes about 9 times a second (its polls, heartbeats and the sampling's
+    // check); a 20 ms sampling left on would add 50. Within 10 s there is a quiet 2 s.
+    const wakeUps = () =>
+      Number(
+        readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8').match(
+          /^voluntary_ctxt_switches:\s+(\d+)/m,
+        )![1],
+      )
+    const windows: number[] = []
+    for (const stopAt = Date.now() + 10_000; Date.now() < stopAt;) {
+      const before = wakeUps()
+      await sleep(2000)
+      windows.push(wakeUps() - before)
+      if (windows.at(-1)! < 60) break
+    }
+    expect(Math.min(...windows), `wake-ups in each 2 s: ${windows.join(', ')}`).toBeLessThan(60)
+    // Not sampling: nothing recorded between two scrapes.
+    await gauge('nodejs_eventloop_lag_min_seconds')
+    await sleep(1500)
+    expect(await gauge('nodejs_eventloop_lag_min_seconds')).toBe(0)
   })
 
   it('refuses to start with a broken configuration, naming the variable', async () => {
