@@ -41,6 +41,8 @@ export interface Settings {
   readonly timeLimitMs: number
   readonly profile: boolean
   readonly profileDir: string | undefined
+  /** Keep the servers' logs even when every run passed. */
+  readonly keepLogs: boolean
   readonly gatewayDir: string | undefined
   readonly gatewayEnv: Readonly<Record<string, string>>
   readonly outDir: string | undefined
@@ -67,6 +69,7 @@ ${Object.entries(defaultMatrix)
   --time-limit S        the whole bench, cleanup included (default 1200 per repeat; --quick 240)
   --profile             CPU-profile the gateway's headline run (node --cpu-prof): self time by package and function
   --profile-dir DIR     keep the .cpuprofile files there (for Chrome DevTools or speedscope)
+  --keep-logs           keep the servers' logs when every run passed (a failed run keeps them always)
   --gateway-dir DIR     bench the gateway of another checkout, e.g. a git worktree with its own node_modules
   --gateway-env K=V     extra environment for every gateway run (repeatable)
   --out DIR             where results go (default bench/results)
@@ -90,6 +93,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
       'time-limit': { type: 'string' },
       profile: { type: 'boolean', default: false },
       'profile-dir': { type: 'string' },
+      'keep-logs': { type: 'boolean', default: false },
       'gateway-dir': { type: 'string' },
       'gateway-env': { type: 'string', multiple: true },
       out: { type: 'string' },
@@ -130,6 +134,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
     timeLimitMs: number('time-limit', values['time-limit'], (quick ? 240 : 1200) * repeat, 1) * 1000,
     profile: values.profile,
     profileDir: values['profile-dir'],
+    keepLogs: values['keep-logs'],
     gatewayDir: values['gateway-dir'],
     gatewayEnv: Object.fromEntries(
       (values['gateway-env'] ?? []).map((pair) => {

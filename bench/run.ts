@@ -486,7 +486,7 @@ async function main(): Promise<number> {
   const destinationsFailed =
     (settings.sections.includes('destinations') && !destinations) ||
     (settings.sections.includes('steady') && (!steady || steady.some((run) => run.error !== undefined)))
-  if (failed.length > 0 || lost.length > 0 || logged.length > 0 || destinationsFailed)
+  if (settings.keepLogs || failed.length > 0 || lost.length > 0 || logged.length > 0 || destinationsFailed)
     console.log(`server logs kept in ${logDir}`)
   else rmSync(logDir, { recursive: true, force: true })
   if (lost.length > 0)
