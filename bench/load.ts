@@ -59,6 +59,30 @@ export interface LoadResult {
   readonly statuses: ReadonlyMap<number, number>
   /** CPU this process spent (user + system) while the load ran, in ms. */
   readonly cpuMs: number
+  /** The open loop's requests one by one (see runOpenLoop). */
+  readonly timeline?: RequestTimeline
+}
+
+/** Per request of an open loop, in ms after it was due: NaN when it was never written or never answered. */
+export interface RequestTimeline {
+  /** When the first request was due, in ms since the epoch. */
+  readonly firstDueUnixMs: number
+  readonly rate: number
+  /** How late the load generator wrote it: its own delay, not the server's. */
+  readonly sentMs: Float64Array
+  readonly answeredMs: Float64Array
+}
+
+/** One line per request: when it was due (ms since the epoch), then how late it was written and answered. */
+export function timelineCsv(timeline: RequestTimeline): string {
+  const ms = (value: number) => (Number.isNaN(value) ? '' : value.toFixed(3))
+  const lines = ['due_unix_ms,sent_after_due_ms,answered_after_due_ms']
+  for (let index = 0; index < timeline.sentMs.length; index++)
+    lines.push(
+      `${(timeline.firstDueUnixMs + (index * 1000) / timeline.rate).toFixed(3)},` +
+        `${ms(timeline.sentMs[index]!)},${ms(timeline.answeredMs[index]!)}`,
+    )
+  return `${lines.join('\n')}\n`
 }
 
 /** The head of a POST with a body of `bodyLength` bytes; header values must be latin1. */
@@ -303,8 +327,11 @@ export function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
   /** Requests due while every connection was busy and no more could be opened. */
   const queued: number[] = []
   const started = performance.now()
+  const startedUnixMs = Date.now()
   const cpuAtStart = process.cpuUsage()
   const dueAt = (index: number) => started + (index * 1000) / options.rate
+  const sentMs = new Float64Array(Math.max(0, options.count)).fill(Number.NaN)
+  const answeredMs = new Float64Array(Math.max(0, options.count)).fill(Number.NaN)
   let next = 0
   let settled = 0
   let lastAnswerAt = started
@@ -330,6 +357,7 @@ export function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
         latenciesMs: latencies.sorted(),
         statuses,
         cpuMs: (cpu.user + cpu.system) / 1000,
+        timeline: { firstDueUnixMs: startedUnixMs, rate: options.rate, sentMs, answeredMs },
       })
     }
     const settle = (index: number, outcome: number) => {
@@ -339,6 +367,7 @@ export function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
 
     const write = (connection: OpenConnection, index: number) => {
       connection.inFlight = index
+      sentMs[index] = performance.now() - dueAt(index)
       const { head, body } = options.request(index)
       connection.socket.cork()
       connection.socket.write(head, 'latin1')
@@ -372,6 +401,7 @@ export function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
         connection.inFlight = -1
         lastAnswerAt = performance.now()
         latencies.push(lastAnswerAt - dueAt(index))
+        answeredMs[index] = lastAnswerAt - dueAt(index)
         statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
         connection.pending =
           response.length < connection.pending.length

@@ -43,6 +43,8 @@ export interface Settings {
   readonly profileDir: string | undefined
   /** Keep the servers' logs even when every run passed. */
   readonly keepLogs: boolean
+  /** Where the steady section writes each run's requests one by one, as CSV. */
+  readonly requestsDir: string | undefined
   readonly gatewayDir: string | undefined
   readonly gatewayEnv: Readonly<Record<string, string>>
   readonly outDir: string | undefined
@@ -70,6 +72,8 @@ ${Object.entries(defaultMatrix)
   --profile             CPU-profile the gateway's headline run (node --cpu-prof): self time by package and function
   --profile-dir DIR     keep the .cpuprofile files there (for Chrome DevTools or speedscope)
   --keep-logs           keep the servers' logs when every run passed (a failed run keeps them always)
+  --requests-dir DIR    the steady section writes there, per run, every measured request: when it was due
+                          (unix ms), how late the load generator wrote it and when the answer came (ms after due)
   --gateway-dir DIR     bench the gateway of another checkout, e.g. a git worktree with its own node_modules
   --gateway-env K=V     extra environment for every gateway run (repeatable)
   --out DIR             where results go (default bench/results)
@@ -94,6 +98,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
       profile: { type: 'boolean', default: false },
       'profile-dir': { type: 'string' },
       'keep-logs': { type: 'boolean', default: false },
+      'requests-dir': { type: 'string' },
       'gateway-dir': { type: 'string' },
       'gateway-env': { type: 'string', multiple: true },
       out: { type: 'string' },
@@ -135,6 +140,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
     profile: values.profile,
     profileDir: values['profile-dir'],
     keepLogs: values['keep-logs'],
+    requestsDir: values['requests-dir'],
     gatewayDir: values['gateway-dir'],
     gatewayEnv: Object.fromEntries(
       (values['gateway-env'] ?? []).map((pair) => {

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type postgres from 'postgres'
 import { defer, mark, unwind } from './cleanup.ts'
 import { freePort, startServer, stopServer, waitHealthy, type Child } from './child.ts'
-import { countOf, Outcome, quantile, runOpenLoop } from './load.ts'
+import { countOf, Outcome, quantile, runOpenLoop, timelineCsv } from './load.ts'
 import { peakRssBytes, processCpuMs, postgresCpuMs, threadCpuMs } from './measure.ts'
 import type { DestinationsContext } from './destinations.ts'
 import { summarizeProfiles, type ProfileSummary } from './profile.ts'
@@ -322,6 +322,10 @@ async function runRate(
   const windowStartUs = Number(process.hrtime.bigint() / 1000n)
   const before = { at: performance.now(), ...cpuNow(gateway, context.postmasterPid) }
   const measured = await load(count)
+  if (settings.requestsDir && measured.timeline) {
+    mkdirSync(settings.requestsDir, { recursive: true })
+    writeFileSync(join(settings.requestsDir, `steady-${server}-${rate}.csv`), timelineCsv(measured.timeline))
+  }
   const accepted = countOf(measured.outcomes, Outcome.accepted)
   const { seen, at } = await arrivedAll(accepted, 'the load')
   const after = cpuNow(gateway, context.postmasterPid)
