@@ -240,3 +240,34 @@ describe('postgres.js with bytes for a bytea parameter', () => {
     }
   })
 })
+
+describe('postgres.js queries as thenables', () => {
+  it('are not Promise subclasses, and await, then, catch, finally and Promise.all behave as with a promise', async () => {
+    // The patch makes Query a thenable over a native promise: as a Promise subclass, each query and what its
+    // continuation held (the request, the result) outlived two scavenges and was promoted to the old
+    // generation (see patches/README.md).
+    const sql = connectDatabase(database.url, 1)
+    try {
+      const query = sql`SELECT ${7}::int AS n`
+      expect(query).not.toBeInstanceOf(Promise)
+      expect(await query).toEqual([{ n: 7 }])
+      // Awaited again, the same rows: a query runs once.
+      expect(await query).toEqual([{ n: 7 }])
+      expect(await sql`SELECT 1 AS one`.then((rows) => rows.length)).toBe(1)
+      const all = await Promise.all([sql`SELECT 1 AS n`, sql`SELECT 2 AS n`])
+      expect(all.map((rows) => rows[0]!.n)).toEqual([1, 2])
+      const failed = await sql`SELECT 1/0`.catch((error: Error) => error.message)
+      expect(failed).toMatch(/division by zero/)
+      let ran = false
+      await expect(sql`SELECT 1/0`.finally(() => (ran = true))).rejects.toThrow(/division by zero/)
+      expect(ran).toBe(true)
+      const rows = await sql.begin((tx) => [tx`SELECT 1 AS n`, tx`SELECT 2 AS n`])
+      expect(rows.map((each) => each[0]!.n)).toEqual([1, 2])
+      // A query given to another as a fragment is not run on its own.
+      const fragment = sql`WHERE n = ${2}`
+      expect(await sql`SELECT n FROM (VALUES (1), (2)) AS t(n) ${fragment}`).toEqual([{ n: 2 }])
+    } finally {
+      await sql.end({ timeout: 1 })
+    }
+  })
+})
