@@ -125,8 +125,15 @@ const probeWindowMs = 200
  * a steady flow the process keeps up with finds a few (its rate times a commit's few milliseconds).
  */
 const saturatedAhead = 16
-/** How much more must arrive while the worker holds back for holding back to count as helping intake. */
-const probeGain = 1.1
+/**
+ * How much more must arrive while the worker holds back for holding back to count as helping intake, during
+ * the probe and for as long as it goes on holding back. Senders waiting for answers (a load test's 50
+ * connections) sent 1.6 times as many in the probe (npm run bench, the headline). A steady flow whose
+ * arrivals were held up by a busy event loop is also read faster while the worker rests, for a moment: 1.18
+ * times as many in one probe at a steady 1,000/s, which a gain of a tenth took for senders waiting, holding
+ * back for seconds and delaying every event meanwhile.
+ */
+const probeGain = 1.25
 /** After a probe found that holding back did not help, none for this long, doubled up to probeQuietMaxMs. */
 const probeQuietMs = 30_000
 const probeQuietMaxMs = 600_000
@@ -159,27 +166,31 @@ export const initialHoldBack: HoldBack = {
  * the gateway does, and holding back would only delay its events, a backlog the worker then has to catch up
  * with at the cost of intake again. So once intake has been saturated for two windows in a row (the first
  * of a burst holds idle time too), the worker holds back for a short window to see (a probe), and goes on
- * holding back only if arrivals rose by a tenth; if they did not, it tries again no sooner than 30 s later,
- * and twice as long after each probe that found nothing, up to 10 minutes.
+ * holding back only while arrivals stay a quarter above what they were before it (see probeGain); once they
+ * do not, in the probe or later, it tries again no sooner than 30 s later, and twice as long after each
+ * probe that found nothing, up to 10 minutes.
  */
 export function nextHoldBack(
   state: HoldBack,
   window: { readonly now: number; readonly saturated: boolean; readonly arrivalsPerSecond: number },
 ): HoldBack {
   const { now, saturated, arrivalsPerSecond } = window
+  const gained = arrivalsPerSecond >= state.freeRate * probeGain
+  const quiet = (): HoldBack => ({
+    ...state,
+    mode: 'free',
+    saturated,
+    quietUntil: now + state.quietMs,
+    quietMs: Math.min(probeQuietMaxMs, state.quietMs * 2),
+  })
   switch (state.mode) {
     case 'probing':
-      if (arrivalsPerSecond >= state.freeRate * probeGain)
-        return { ...state, mode: saturated ? 'holding' : 'free', saturated, quietMs: probeQuietMs }
-      return {
-        ...state,
-        mode: 'free',
-        saturated,
-        quietUntil: now + state.quietMs,
-        quietMs: Math.min(probeQuietMaxMs, state.quietMs * 2),
-      }
+      if (gained) return { ...state, mode: saturated ? 'holding' : 'free', saturated, quietMs: probeQuietMs }
+      return quiet()
     case 'holding':
-      return { ...state, mode: saturated ? 'holding' : 'free', saturated }
+      if (!saturated) return { ...state, mode: 'free', saturated }
+      // The gain did not last: what the probe saw was a backlog read at last, not senders answered sooner.
+      return gained ? { ...state, saturated } : quiet()
     case 'free':
       return saturated && state.saturated && now >= state.quietUntil
         ? { ...state, mode: 'probing', freeRate: arrivalsPerSecond }

@@ -58,14 +58,30 @@ describe('nextHoldBack', () => {
     expect(probe).toMatchObject({ mode: 'probing', freeRate: 1500 })
   })
 
-  it('holds back while saturated when holding back let a tenth more in (senders waiting for answers)', () => {
+  it('holds back while saturated when holding back let a quarter more in (senders waiting for answers)', () => {
     const holding = nextHoldBack(probing(initialHoldBack, 0, 1500), saturatedAt(700, 2100))
     expect(holding.mode).toBe('holding')
     expect(nextHoldBack(holding, saturatedAt(1200, 2200)).mode).toBe('holding')
+    expect(nextHoldBack(holding, saturatedAt(1200, 1900)).mode).toBe('holding')
     // The burst is over: full speed again, and the next saturation is probed at once.
     const after = nextHoldBack(holding, calmAt(1200, 300))
     expect(after.mode).toBe('free')
     expect(probing(after, 1700, 1500).mode).toBe('probing')
+  })
+
+  it('takes a steady flow read faster for a moment (1.18 times, seen at 1,000/s) for no gain', () => {
+    const probe = probing(initialHoldBack, 0, 937)
+    expect(nextHoldBack(probe, saturatedAt(700, 1102))).toMatchObject({ mode: 'free', quietUntil: 30_700 })
+  })
+
+  it('stops holding back once the gain is gone, with a quiet spell as after a probe that found nothing', () => {
+    const holding = nextHoldBack(probing(initialHoldBack, 0, 1000), saturatedAt(700, 1300))
+    expect(holding.mode).toBe('holding')
+    // Arrivals back where they were while the worker still holds back: the probe saw a backlog read at last.
+    const free = nextHoldBack(holding, saturatedAt(1200, 1050))
+    expect(free).toMatchObject({ mode: 'free', quietUntil: 31_200, quietMs: 60_000 })
+    expect(probing(free, 1700, 1000).mode).toBe('free')
+    expect(holdBackChange(holding, free)).toEqual({ holding: false })
   })
 
   it('stops holding back when arrivals did not rise (a steady flow), and probes again only after a quiet spell that doubles', () => {
@@ -127,7 +143,7 @@ describe('holdBackChange (the worker_hold_back_probes_total and worker_holding_b
 
   it('counts a probe that helped even when intake eased meanwhile', () => {
     const probe = nextHoldBack(nextHoldBack(initialHoldBack, saturatedAt(0, 1000)), saturatedAt(500, 1000))
-    const eased = nextHoldBack(probe, { now: 700, saturated: false, arrivalsPerSecond: 1200 })
+    const eased = nextHoldBack(probe, { now: 700, saturated: false, arrivalsPerSecond: 1300 })
     expect(holdBackChange(probe, eased)).toEqual({ probe: 'helped', holding: false })
   })
 })
