@@ -28,6 +28,8 @@ export interface Receiver {
   readonly url: string
   readonly port: number
   readonly requests: ReceivedRequest[]
+  /** Connections opened to it so far. */
+  readonly connections: () => number
   /** Changes how later requests are answered. */
   answer(respond: (request: ReceivedRequest, index: number) => Answer): void
   waitForRequests(count: number, timeoutMs?: number): Promise<ReceivedRequest[]>
@@ -71,12 +73,15 @@ export async function startReceiver(
       else send()
     })
   })
+  let connections = 0
+  server.on('connection', () => connections++)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
   return {
     url: `http://127.0.0.1:${port}${path}`,
     port,
     requests,
+    connections: () => connections,
     answer: (next) => {
       responder = next
     },

@@ -86,4 +86,24 @@ describe('post', () => {
     await new Promise((resolve) => closed.close(resolve))
     await expect(post(agent, url, {}, 'hi', 5000, 10_240)).rejects.toMatchObject({ code: 'ECONNREFUSED' })
   })
+
+  it('settles once undici has its connection back: 16 callers sending one after another open 17 connections, not more', async () => {
+    let connections = 0
+    const url = await endpoint((req, res) => {
+      req.resume()
+      req.on('end', () => res.writeHead(204).end())
+    })
+    servers.at(-1)!.on('connection', () => connections++)
+    // An agent of its own, so that no connection from another test is reused here.
+    const own = new Agent({ keepAliveTimeout: 10_000 })
+    let left = 800
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (left-- > 0) await post(own, url, {}, 'x'.repeat(500), 5000, 10_240)
+      }),
+    )
+    await own.close()
+    // One per caller, and the spare undici's pool opens whenever its last free connection gets a request.
+    expect(connections).toBe(17)
+  })
 })
