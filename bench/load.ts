@@ -400,8 +400,8 @@ export function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
         const index = connection.inFlight
         connection.inFlight = -1
         lastAnswerAt = performance.now()
-        latencies.push(lastAnswerAt - dueAt(index))
         answeredMs[index] = lastAnswerAt - dueAt(index)
+        latencies.push(answeredMs[index]!)
         statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
         connection.pending =
           response.length < connection.pending.length
