@@ -45,7 +45,8 @@ export const writerName = (sql: Sql) => String(sql.options.connection.applicatio
 /**
  * A pool of `max` sessions. `keepSession` keeps its connections for as long as they live (no idle timeout,
  * no retirement): for a session that holds a lock. A statement running longer than `statementTimeoutMs`
- * (waiting on a lock, say) is cancelled by Postgres itself.
+ * (waiting on a lock, say) is cancelled by Postgres itself. `onClose` is called whenever one of its
+ * connections closes (Postgres restarted, the session terminated, the pool ended).
  */
 export function connectDatabase(
   url: string,
@@ -53,11 +54,17 @@ export function connectDatabase(
   {
     keepSession = false,
     statementTimeoutMs = defaultStatementTimeoutMs,
-  }: { readonly keepSession?: boolean; readonly statementTimeoutMs?: number } = {},
+    onClose,
+  }: {
+    readonly keepSession?: boolean
+    readonly statementTimeoutMs?: number
+    readonly onClose?: (() => void) | undefined
+  } = {},
 ): Sql {
   const options = {
     max,
     onnotice: () => {},
+    ...(onClose ? { onclose: () => onClose() } : {}),
     // Fail fast when Postgres is down: the provider gets a 503 and retries, rather than a hung request.
     connect_timeout: 5,
     // Seconds before reconnecting after a failure. postgres.js waits up to 20 s, counted over every

@@ -69,32 +69,45 @@ export const abandonedLook = (
  * host gone) the lock goes with its session and the other processes take its claims back within seconds
  * rather than when the lease runs out.
  *
- * A heartbeat takes the lock again whenever the session was lost (Postgres restarted, the session was
- * terminated). Until it has, others may take back claims this process is still working on: those are then
- * published or sent twice, under the same ids, which consumers deduplicate anyway.
+ * The lock is taken again as soon as its session's connection closes (Postgres restarted, the session was
+ * terminated), then every `retryMs` until it is held. Until it is, others may take back claims this process
+ * is still working on: those are then published or sent twice, under the same ids, which consumers
+ * deduplicate anyway. While it is held, a check every `heartbeatMs` is only a safety net: a session ends
+ * with its connection, and the close is what sets the lock's recovery off. A check a second was a third of
+ * an idle gateway's statements.
  */
 export class ClaimOwner {
-  private heartbeat: NodeJS.Timeout | undefined
+  private timer: NodeJS.Timeout | undefined
   private beating: Promise<void> | undefined
   private lost = false
+  private stopped = false
 
   private constructor(
     /** The owner's number: what its claims carry in `claimed_by`. */
     readonly id: number,
     private readonly session: Sql,
     private readonly log: Logger,
+    private readonly timing: { readonly heartbeatMs: number; readonly retryMs: number },
   ) {}
 
-  /** Takes a free number and holds its lock, checked every `heartbeatMs`. */
-  static async start(databaseUrl: string, log: Logger, heartbeatMs = 1000): Promise<ClaimOwner> {
+  /** Takes a free number and holds its lock (see the class). */
+  static async start(
+    databaseUrl: string,
+    log: Logger,
+    {
+      heartbeatMs = 10_000,
+      retryMs = 1000,
+    }: { readonly heartbeatMs?: number; readonly retryMs?: number } = {},
+  ): Promise<ClaimOwner> {
+    let owner: ClaimOwner | undefined
     // One connection that never idles out or retires: its session is what holds the lock.
-    const session = connectDatabase(databaseUrl, 1, { keepSession: true })
+    const session = connectDatabase(databaseUrl, 1, { keepSession: true, onClose: () => owner?.beat() })
     try {
       for (;;) {
-        const owner = new ClaimOwner(randomInt(1, 2 ** 31 - 1), session, log)
-        if (!(await owner.hold())) continue
-        owner.heartbeat = setInterval(() => owner.beat(), heartbeatMs)
-        owner.heartbeat.unref()
+        const candidate = new ClaimOwner(randomInt(1, 2 ** 31 - 1), session, log, { heartbeatMs, retryMs })
+        if (!(await candidate.hold())) continue
+        owner = candidate
+        owner.schedule(heartbeatMs)
         return owner
       }
     } catch (error) {
@@ -105,13 +118,22 @@ export class ClaimOwner {
 
   /** Gives the number up: its claims are free for others at once (what is still claimed was not finished). */
   async stop(): Promise<void> {
-    clearInterval(this.heartbeat)
-    // A heartbeat waiting on a stalled Postgres is cut short with the connection.
+    this.stopped = true
+    clearTimeout(this.timer)
+    // A check waiting on a stalled Postgres is cut short with the connection.
     await this.session.end({ timeout: 1 })
   }
 
+  private schedule(ms: number): void {
+    clearTimeout(this.timer)
+    if (this.stopped) return
+    this.timer = setTimeout(() => this.beat(), ms)
+    this.timer.unref()
+  }
+
+  /** Checks the lock now (taking it again on a new session); the next check follows its outcome. */
   private beat(): void {
-    if (this.beating) return
+    if (this.beating || this.stopped) return
     this.beating = this.hold()
       .then(
         (held) => {
@@ -120,11 +142,15 @@ export class ClaimOwner {
           this.lost = !held
         },
         (error: unknown) => {
-          if (!this.lost) this.log.warn('claims: cannot hold the owner lock', { owner: this.id, error })
+          if (!this.lost && !this.stopped)
+            this.log.warn('claims: cannot hold the owner lock', { owner: this.id, error })
           this.lost = true
         },
       )
-      .finally(() => (this.beating = undefined))
+      .finally(() => {
+        this.beating = undefined
+        this.schedule(this.lost ? this.timing.retryMs : this.timing.heartbeatMs)
+      })
   }
 
   /** Whether this session holds the lock, taking it when the session is new (a reconnect lost it). */

@@ -219,17 +219,18 @@ describe('store: claims of a gateway that is gone', () => {
     }
   })
 
-  it('takes its lock again after its session was terminated, so its claims stay its own', async () => {
+  it('takes its lock again as soon as its session is terminated, so its claims stay its own', async () => {
     await pending()
     const other = await ClaimOwner.start(database.url, silentLogger)
-    const owner = await ClaimOwner.start(database.url, silentLogger, 100)
+    // No heartbeat within the test: only the closed connection can set the recovery off.
+    const owner = await ClaimOwner.start(database.url, silentLogger, { heartbeatMs: 600_000 })
     try {
       expect(await store.claimDue(owner.id, 64, 60)).toHaveLength(2)
       const [terminated] = await sql`
         SELECT pid, pg_terminate_backend(pid) FROM pg_locks
         WHERE locktype = 'advisory' AND objsubid = 2 AND objid = ${owner.id}::bigint::oid`
-      // The heartbeat (every 100 ms here) reconnects and holds the number again, from a new session: the
-      // terminated one may still show its lock for a moment (pg_terminate_backend only signals it).
+      // The session's close reconnects and holds the number again, from a new session: the terminated one
+      // may still show its lock for a moment (pg_terminate_backend only signals it).
       await waitFor(async () => {
         const [row] = await sql`
           SELECT count(*)::int AS count FROM pg_locks
@@ -242,6 +243,24 @@ describe('store: claims of a gateway that is gone', () => {
     } finally {
       await owner.stop()
       await other.stop()
+    }
+  })
+
+  it('runs no statement on the session that holds its lock between heartbeats', async () => {
+    const owner = await ClaimOwner.start(database.url, silentLogger)
+    try {
+      const lastStatement = async () => {
+        const [row] = await sql`
+          SELECT a.state_change FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.objid = ${owner.id}::bigint::oid`
+        return row!.state_change as Date
+      }
+      const before = await lastStatement()
+      // A check every second was a third of an idle gateway's statements.
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      expect(await lastStatement()).toEqual(before)
+    } finally {
+      await owner.stop()
     }
   })
 
