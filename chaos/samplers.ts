@@ -41,6 +41,9 @@ export function connectRunDatabase(url: string): postgres.Sql {
   return postgres(url, {
     max: 2,
     connect_timeout: 2,
+    // postgres.js' own backoff after failed connections grows to 20 s: after Postgres restarted, the backlog
+    // read "down" for longer than a fault's recovery window, and the run said Postgres had not recovered.
+    backoff: (retries: number) => Math.min(1, 0.05 * 2 ** retries),
     idle_timeout: 5,
     onnotice: () => {},
     connection: { application_name: 'chaos observer', statement_timeout: 30_000 },
