@@ -116,6 +116,8 @@ const publishChunk = 8
 const marksLingerMs = 1000
 /** Marks that are recorded at once however recent. */
 const marksBatch = 500
+/** How long after a failed record it is tried again (see recordFailed). */
+const recordRetryMs = 1000
 
 /** Intake's load is judged over windows at least this long (see holdBackUnderLoad), a probe's shorter. */
 const loadWindowMs = 500
@@ -267,6 +269,8 @@ export class Worker {
   private unrecorded: Handled[] = []
   private recording: Promise<void> | undefined
   private readonly linger = new Linger()
+  /** Records that failed, and since when (see recordFailed). */
+  private readonly recordFailingSince = new WeakMap<Handled, number>()
   /** Webhooks published and waiting for the broker's confirms. */
   private readonly publishing = new Set<Promise<void>>()
   /** The bodies of the webhooks in `publishing`, in bytes. */
@@ -509,27 +513,56 @@ export class Worker {
   }
 
   private async flushRecords(): Promise<void> {
-    const { log } = this.options
     while (this.unrecorded.length > 0) {
       if (!this.stopped && this.unrecorded.length < marksBatch && this.unrecorded.every(markOnly))
         await this.linger.wait(Math.min(marksLingerMs, this.options.leaseSeconds * 250))
       const batch = this.unrecorded.splice(0, 1000)
       const recordOf = (item: Handled) => item.record
-      await Promise.all([
-        this.recorder
-          .published(batch.filter((item) => item.kind === 'published').map(recordOf))
-          .catch((error: unknown) => {
-            log.error('worker: could not record published webhooks; they will be published again', { error })
+      const failed = (
+        await Promise.all(
+          (['published', 'waiting'] as const).map((kind) => {
+            const items = batch.filter((item) => item.kind === kind)
+            const record = kind === 'published' ? this.recorder.published : this.recorder.released
+            return record
+              .call(this.recorder, items.map(recordOf))
+              .then(() => [])
+              .catch((error: unknown) => this.recordFailed(kind, items, error))
           }),
-        this.recorder
-          .released(batch.filter((item) => item.kind === 'waiting').map(recordOf))
-          .catch((error: unknown) => {
-            log.warn('worker: could not give back webhooks the broker did not take; their lease will', {
-              error,
-            })
-          }),
-      ])
+        )
+      ).flat()
+      if (failed.length > 0) {
+        this.unrecorded.unshift(...failed)
+        await sleep(recordRetryMs)
+      }
     }
+  }
+
+  /**
+   * What of `items` to try recording again after `error`: everything while their claims have time left (a
+   * quarter of the lease since the first failure), so that a moment without Postgres does not leave them to
+   * be published again when their lease ends. Nothing once stopped, or once that time is up.
+   */
+  private recordFailed(kind: Handled['kind'], items: readonly Handled[], error: unknown): Handled[] {
+    const { log, leaseSeconds } = this.options
+    const now = performance.now()
+    const retried = items.filter((item) => {
+      const since = this.recordFailingSince.get(item) ?? now
+      this.recordFailingSince.set(item, since)
+      return !this.stopped && now - since < leaseSeconds * 250
+    })
+    if (retried.length > 0)
+      log.warn(
+        `worker: could not record ${kind === 'published' ? 'published webhooks' : 'webhooks to give back'}; trying again`,
+        {
+          webhooks: retried.length,
+          error,
+        },
+      )
+    if (retried.length === items.length) return retried
+    if (kind === 'published')
+      log.error('worker: could not record published webhooks; they will be published again', { error })
+    else log.warn('worker: could not give back webhooks the broker did not take; their lease will', { error })
+    return retried
   }
 
   /**
