@@ -7,6 +7,7 @@ import { Worker } from '../../src/pipeline/worker.ts'
 import { Metrics } from '../../src/ops/metrics.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { newWebhook } from '../support/stored.ts'
+import { workerStore } from '../support/worker-store.ts'
 
 const megabyte = 1024 * 1024
 
@@ -25,17 +26,7 @@ function workerWith(concurrency: number, claims: Received[][] = [], confirms = f
   const published: number[] = []
   const claimed: number[] = []
   const worker = new Worker(
-    {
-      claimDue: async (_owner: number, limit: number) => {
-        claimed.push(limit)
-        return (claims.shift() ?? []).map((webhook) => ({ ...webhook, attempts: 0, routedAt: null }))
-      },
-      reclaimAbandoned: async () => [],
-      markFailed: async () => {},
-      release: async () => {},
-      listen: async () => ({ unlisten: async () => {} }),
-      hasDestinations: async () => false,
-    } as never,
+    workerStore(claims, (limit) => claimed.push(limit)),
     { published: async () => {}, released: async () => {} },
     {
       broker: true,

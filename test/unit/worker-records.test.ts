@@ -7,6 +7,7 @@ import { Worker, type HandledWebhook } from '../../src/pipeline/worker.ts'
 import { Metrics } from '../../src/ops/metrics.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { newWebhook } from '../support/stored.ts'
+import { workerStore } from '../support/worker-store.ts'
 
 /** A webhook intake committed and handed over, mapped on receipt. */
 function handedOver(): Received {
@@ -21,14 +22,7 @@ function handedOver(): Received {
 function workerWith(failures: number, leaseSeconds: number) {
   const attempts: string[][] = []
   const worker = new Worker(
-    {
-      claimDue: async () => [],
-      reclaimAbandoned: async () => [],
-      markFailed: async () => {},
-      release: async () => {},
-      listen: async () => ({ unlisten: async () => {} }),
-      hasDestinations: async () => false,
-    } as never,
+    workerStore(),
     {
       published: async (handled: readonly HandledWebhook[]) => {
         if (handled.length === 0) return
