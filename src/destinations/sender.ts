@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Dispatcher } from 'undici'
+import { FailedRecords, recordRetryMs } from '../pipeline/failed-records.ts'
 import { Linger } from '../pipeline/linger.ts'
 import { post } from './post.ts'
 import { signatureHeaders } from './signing.ts'
@@ -38,8 +39,6 @@ const maxRetryAfterSeconds = 24 * 3600
 const attemptsLingerMs = 1000
 /** Attempts recorded in one statement at most; this many are recorded at once however recent. */
 const attemptsBatch = 500
-/** How long after a failed record it is tried again (see record). */
-const recordRetryMs = 1000
 /** Deliveries handed over and queued per slot of their destination, at least (see room). */
 const queuedPerSlot = 4
 /** Deliveries handed over and queued for one destination, at most. */
@@ -155,8 +154,7 @@ export class DeliverySender {
   private unrecorded: Unrecorded[] = []
   private recording: Promise<void> | undefined
   private readonly linger = new Linger()
-  /** Attempts whose record failed, and since when (see record). */
-  private readonly recordFailingSince = new WeakMap<Unrecorded, number>()
+  private readonly failedRecords = new FailedRecords<Unrecorded>()
 
   constructor(
     private readonly store: Pick<
@@ -388,15 +386,11 @@ export class DeliverySender {
       try {
         recorded = await this.store.recordAttempts(batch)
       } catch (error) {
-        // Tried again while their claims have time (a quarter of the lease's margin since the first failure),
-        // so that a moment without Postgres does not send them again; after that the leases bring them back,
-        // sent again with the same webhook-id, which receivers deduplicate on.
-        const now = performance.now()
-        const retried = batch.filter((item) => {
-          const since = this.recordFailingSince.get(item) ?? now
-          this.recordFailingSince.set(item, since)
-          return !this.stopped && now - since < this.options.leaseMarginSeconds * 250
-        })
+        // Tried again for a quarter of the lease's margin; after that the leases bring them back, sent again
+        // with the same webhook-id, which receivers deduplicate on.
+        const retried = this.stopped
+          ? []
+          : this.failedRecords.retried(batch, this.options.leaseMarginSeconds * 250)
         if (retried.length < batch.length)
           log.error('sender: could not record attempts; those deliveries will be sent again', {
             deliveries: batch.length - retried.length,

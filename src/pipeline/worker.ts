@@ -7,6 +7,7 @@ import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
 import { eventsFor, outgoing, type Mapped, type OutgoingEvent } from './events.ts'
 import type { HandOff, Received } from './intake.ts'
+import { FailedRecords, recordRetryMs } from './failed-records.ts'
 import { Linger } from './linger.ts'
 import { BrokerUnavailable, type Publisher } from './publisher.ts'
 import { startWakers, type Wakers } from './wakers.ts'
@@ -116,8 +117,6 @@ const publishChunk = 8
 const marksLingerMs = 1000
 /** Marks that are recorded at once however recent. */
 const marksBatch = 500
-/** How long after a failed record it is tried again (see recordFailed). */
-const recordRetryMs = 1000
 
 /** Intake's load is judged over windows at least this long (see holdBackUnderLoad), a probe's shorter. */
 const loadWindowMs = 500
@@ -269,8 +268,7 @@ export class Worker {
   private unrecorded: Handled[] = []
   private recording: Promise<void> | undefined
   private readonly linger = new Linger()
-  /** Records that failed, and since when (see recordFailed). */
-  private readonly recordFailingSince = new WeakMap<Handled, number>()
+  private readonly failedRecords = new FailedRecords<Handled>()
   /** Webhooks published and waiting for the broker's confirms. */
   private readonly publishing = new Set<Promise<void>>()
   /** The bodies of the webhooks in `publishing`, in bytes. */
@@ -522,11 +520,10 @@ export class Worker {
         await Promise.all(
           (['published', 'waiting'] as const).map((kind) => {
             const items = batch.filter((item) => item.kind === kind)
-            const record = kind === 'published' ? this.recorder.published : this.recorder.released
-            return record
-              .call(this.recorder, items.map(recordOf))
-              .then(() => [])
-              .catch((error: unknown) => this.recordFailed(kind, items, error))
+            const records = items.map(recordOf)
+            const recorded =
+              kind === 'published' ? this.recorder.published(records) : this.recorder.released(records)
+            return recorded.then(() => []).catch((error: unknown) => this.recordFailed(kind, items, error))
           }),
         )
       ).flat()
@@ -544,12 +541,7 @@ export class Worker {
    */
   private recordFailed(kind: Handled['kind'], items: readonly Handled[], error: unknown): Handled[] {
     const { log, leaseSeconds } = this.options
-    const now = performance.now()
-    const retried = items.filter((item) => {
-      const since = this.recordFailingSince.get(item) ?? now
-      this.recordFailingSince.set(item, since)
-      return !this.stopped && now - since < leaseSeconds * 250
-    })
+    const retried = this.stopped ? [] : this.failedRecords.retried(items, leaseSeconds * 250)
     if (retried.length > 0)
       log.warn(
         `worker: could not record ${kind === 'published' ? 'published webhooks' : 'webhooks to give back'}; trying again`,
