@@ -63,7 +63,8 @@ ${Object.entries(defaultMatrix)
                           the duration, and at least 500 webhooks
   -c, --connections N   concurrent keep-alive connections (default 50)
   --repeat N            run the whole matrix N times, interleaved; tables show each server's median run by
-                          req/s, with every run's req/s under the table (default 1)
+                          req/s, with every run's req/s under the table; the steady section alternates the
+                          servers N times at each rate and shows each figure's median (default 1)
   -d, --duration S      measured seconds per run (default 10)
   --warmup S            warm-up seconds before each measurement (default 2)
   --max-requests N      most requests per measured run (default 1000000)
@@ -73,7 +74,8 @@ ${Object.entries(defaultMatrix)
   --profile-dir DIR     keep the .cpuprofile files there (for Chrome DevTools or speedscope)
   --keep-logs           keep the servers' logs when every run passed (a failed run keeps them always)
   --requests-dir DIR    the steady section writes there, per run, every measured request: when it was due
-                          (unix ms), how late the load generator wrote it and when the answer came (ms after due)
+                          (unix ms), how late the load generator wrote it and when the answer came (ms after due);
+                          and every event that arrived: where (rabbitmq, destination), when, ms after receipt
   --gateway-dir DIR     bench the gateway of another checkout, e.g. a git worktree with its own node_modules
   --gateway-env K=V     extra environment for every gateway run (repeatable)
   --out DIR             where results go (default bench/results)

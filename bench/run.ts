@@ -447,6 +447,7 @@ async function main(): Promise<number> {
         { ...context, root, baseEnv: (port) => baseEnv(port, context.secrets) },
         settings.rates,
         steadyServers.filter((server) => (settings.servers ?? defaultMatrix.steady).includes(server)),
+        settings.repeat,
       )
     } catch (error) {
       console.error(`  steady: ${(error as Error).message}`)

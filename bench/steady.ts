@@ -38,6 +38,8 @@ export type SteadyServer = (typeof steadyServers)[number]
 export interface SteadyRun {
   readonly server: SteadyServer
   readonly rate: number
+  /** Which of the `--repeat` rounds (1, 2, ...). */
+  readonly round: number
   readonly seconds: number
   readonly sent: number
   readonly accepted: number
@@ -140,6 +142,7 @@ export async function benchSteady(
   context: SteadyContext,
   rates: readonly number[],
   servers: readonly SteadyServer[],
+  rounds = 1,
 ): Promise<SteadyRun[]> {
   const receiverPort = await freePort(host)
   const receiver = startServer({
@@ -164,32 +167,39 @@ export async function benchSteady(
   if (!withStatements)
     console.error('steady: pg_stat_statements is not loaded (shared_preload_libraries): no statement counts')
   const runs: SteadyRun[] = []
+  // Rounds alternate the servers at each rate, so that a spell of a slower machine falls on both.
   for (const rate of rates)
-    for (const server of servers) {
-      const since = mark()
-      try {
-        runs.push(await runRate(context, server, rate, receiverUrl, receiver.pid, withStatements))
-      } catch (error) {
-        runs.push({ server, rate, error: (error as Error).message } as SteadyRun)
-      } finally {
-        await unwind(since)
+    for (let round = 1; round <= rounds; round++)
+      for (const server of servers) {
+        const since = mark()
+        // Files of a round carry its number when there are several.
+        const run = { server, rate, round, tag: rounds > 1 ? `-${round}` : '' }
+        try {
+          runs.push(await runRate(context, run, receiverUrl, receiver.pid, withStatements))
+        } catch (error) {
+          runs.push({ server, rate, round, error: (error as Error).message } as SteadyRun)
+        } finally {
+          await unwind(since)
+        }
+        logRun(runs[runs.length - 1]!, rounds > 1 ? ` (round ${round})` : '')
       }
-      const run = runs[runs.length - 1]!
-      console.error(
-        run.error
-          ? `  steady ${server} ${rate}/s: FAILED: ${run.error.split('\n')[0]}`
-          : `  steady ${server} ${rate}/s: ack p99 ${run.ack.p99.toFixed(1)} ms, rabbitmq p99 ${run.rabbitmq.p99.toFixed(1)} ms, ` +
-              `destination p99 ${run.destination.p99.toFixed(1)} ms, cpu/webhook ${Math.round(run.cpuUs.gateway)} + ` +
-              `${Math.round(run.cpuUs.postgres ?? 0)} us; threads ms ${JSON.stringify(run.threadsMs)}`,
-      )
-    }
   return runs
+}
+
+function logRun(run: SteadyRun, round: string): void {
+  const { server, rate } = run
+  console.error(
+    run.error
+      ? `  steady ${server} ${rate}/s${round}: FAILED: ${run.error.split('\n')[0]}`
+      : `  steady ${server} ${rate}/s${round}: ack p99 ${run.ack.p99.toFixed(1)} ms, rabbitmq p99 ${run.rabbitmq.p99.toFixed(1)} ms, ` +
+          `destination p99 ${run.destination.p99.toFixed(1)} ms, cpu/webhook ${Math.round(run.cpuUs.gateway)} + ` +
+          `${Math.round(run.cpuUs.postgres ?? 0)} us; threads ms ${JSON.stringify(run.threadsMs)}`,
+  )
 }
 
 async function runRate(
   context: SteadyContext,
-  server: SteadyServer,
-  rate: number,
+  { server, rate, round, tag }: { server: SteadyServer; rate: number; round: number; tag: string },
   receiverUrl: string,
   receiverPid: number,
   withStatements: boolean,
@@ -202,7 +212,7 @@ async function runRate(
   defer(`delete exchange ${exchange}`, () => deleteExchange(exchange))
   defer(`delete redis keys ${redisPrefix}*`, () => deleteRedisPrefix(redisPrefix))
 
-  const path = `/steady-${server}-${rate}`
+  const path = `/steady-${server}-${rate}${tag}`
   const secret = `whsec_${randomBytes(32).toString('base64')}`
   const put = async (what: string, body: unknown) => {
     const response = await fetch(`${receiverUrl}${what}`, { method: 'PUT', body: JSON.stringify(body) })
@@ -210,7 +220,7 @@ async function runRate(
       throw new Error(`steady: PUT ${what} answered ${response.status}: ${await response.text()}`)
   }
   await put('/secrets', { [path]: secret })
-  const file = join(context.logDir, `steady-${server}-${rate}-destinations.json`)
+  const file = join(context.logDir, `steady-${server}-${rate}${tag}-destinations.json`)
   writeFileSync(
     file,
     JSON.stringify([{ name: 'steady', url: `${receiverUrl}${path}`, events: ['payment.*'], secret }]),
@@ -242,12 +252,12 @@ async function runRate(
       : undefined
   if (profileDir) mkdirSync(profileDir, { recursive: true })
   const gateway = startServer({
-    name: `steady-${server}-${rate}`,
+    name: `steady-${server}-${rate}${tag}`,
     ...(server === 'gateway'
       ? { cwd: context.gatewayDir, script: 'src/main.ts' }
       : { cwd: context.root, script: 'bench/servers/handwritten-pipeline.ts' }),
     env,
-    logFile: join(context.logDir, `steady-${rate}-${server}.log`),
+    logFile: join(context.logDir, `steady-${rate}-${server}${tag}.log`),
     nodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
   })
   defer(`stop the steady-${rate} ${server}`, () => stopServer(gateway))
@@ -324,10 +334,18 @@ async function runRate(
   const measured = await load(count)
   if (settings.requestsDir && measured.timeline) {
     mkdirSync(settings.requestsDir, { recursive: true })
-    writeFileSync(join(settings.requestsDir, `steady-${server}-${rate}.csv`), timelineCsv(measured.timeline))
+    writeFileSync(
+      join(settings.requestsDir, `steady-${server}-${rate}${tag}.csv`),
+      timelineCsv(measured.timeline),
+    )
   }
   const accepted = countOf(measured.outcomes, Outcome.accepted)
   const { seen, at } = await arrivedAll(accepted, 'the load')
+  if (settings.requestsDir)
+    writeFileSync(
+      join(settings.requestsDir, `steady-${server}-${rate}${tag}-arrivals.csv`),
+      arrivalsCsv(seen),
+    )
   const after = cpuNow(gateway, context.postmasterPid)
   const othersAfter = othersCpuMs(receiverPid)
   const windowEndUs = Number(process.hrtime.bigint() / 1000n)
@@ -375,6 +393,7 @@ async function runRate(
   return {
     server,
     rate,
+    round,
     seconds,
     sent: measured.sent,
     accepted,
@@ -410,6 +429,19 @@ async function runRate(
 interface Observed {
   readonly distinct: number
   readonly latenciesMs: number[]
+  readonly arrivedAtMs: number[]
+}
+
+/** One line per event that arrived: where (rabbitmq, destination), when (unix ms), and ms after receipt. */
+function arrivalsCsv(seen: { readonly destination?: Observed; readonly rabbitmq?: Observed }): string {
+  const lines = ['at,arrived_unix_ms,after_receipt_ms']
+  for (const where of ['rabbitmq', 'destination'] as const) {
+    const observed = seen[where]
+    observed?.latenciesMs.forEach((latency, index) =>
+      lines.push(`${where},${observed.arrivedAtMs[index]},${latency.toFixed(1)}`),
+    )
+  }
+  return `${lines.join('\n')}\n`
 }
 
 /** CPU so far of RabbitMQ (every beam.smp on the machine) and of the endpoint process, in ms. */
@@ -435,8 +467,82 @@ const fixed = (value: number | undefined, digits = 1) =>
   value === undefined || Number.isNaN(value) ? '-' : value.toFixed(digits)
 const thousands = (value: number) => Math.round(value).toLocaleString('en-US')
 
+/** The middle value, or the mean of the two middle ones. */
+function median(values: readonly number[]): number {
+  const sorted = Float64Array.from(values).sort()
+  const middle = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+/**
+ * The rounds of one server at one rate as one run: each figure the median of the rounds' (counts summed,
+ * the peak RSS the highest), so that one slow spell of the machine does not make the table.
+ */
+function medianRun(rounds: readonly SteadyRun[]): SteadyRun {
+  const of = (pick: (run: SteadyRun) => number | undefined) => {
+    const values = rounds.map(pick).filter((value): value is number => value !== undefined)
+    return values.length > 0 ? median(values) : undefined
+  }
+  const sum = (pick: (run: SteadyRun) => number) => rounds.reduce((total, run) => total + pick(run), 0)
+  const percentilesOf = (pick: (run: SteadyRun) => Percentiles) => ({
+    p50: of((run) => pick(run).p50)!,
+    p99: of((run) => pick(run).p99)!,
+    max: of((run) => pick(run).max)!,
+  })
+  const arrivedOf = (pick: (run: SteadyRun) => Arrived) => ({
+    ...percentilesOf(pick),
+    distinct: sum((run) => pick(run).distinct),
+    repeated: sum((run) => pick(run).repeated),
+  })
+  const first = rounds[0]!
+  const others = rounds.every((run) => run.othersUs)
+    ? {
+        rabbitmq: of((run) => run.othersUs!.rabbitmq)!,
+        endpoint: of((run) => run.othersUs!.endpoint)!,
+        generator: of((run) => run.othersUs!.generator)!,
+      }
+    : undefined
+  return {
+    server: first.server,
+    rate: first.rate,
+    round: 0,
+    seconds: of((run) => run.seconds)!,
+    sent: sum((run) => run.sent),
+    accepted: sum((run) => run.accepted),
+    failed: sum((run) => run.failed),
+    ack: percentilesOf((run) => run.ack),
+    rabbitmq: arrivedOf((run) => run.rabbitmq),
+    destination: arrivedOf((run) => run.destination),
+    windowSeconds: of((run) => run.windowSeconds)!,
+    idle: { gateway: of((run) => run.idle.gateway)!, postgres: of((run) => run.idle.postgres) },
+    cpuUs: { gateway: of((run) => run.cpuUs.gateway)!, postgres: of((run) => run.cpuUs.postgres) },
+    ...(first.statements
+      ? { statements: { perWebhook: of((run) => run.statements?.perWebhook)!, top: first.statements.top } }
+      : {}),
+    ...(rounds.some((run) => run.peakRssMb !== undefined)
+      ? { peakRssMb: Math.max(...rounds.map((run) => run.peakRssMb ?? 0)) }
+      : {}),
+    ...(others ? { othersUs: others } : {}),
+  }
+}
+
+/** One row per server and rate: its run, or the median of its rounds (see medianRun); failed runs apart. */
+function tableRows(runs: readonly SteadyRun[]): SteadyRun[] {
+  const groups = new Map<string, SteadyRun[]>()
+  for (const run of runs.filter((run) => !run.error)) {
+    const key = `${run.rate} ${run.server}`
+    groups.set(key, [...(groups.get(key) ?? []), run])
+  }
+  const rows = [...groups.values()].map((group) => (group.length === 1 ? group[0]! : medianRun(group)))
+  return [...rows, ...runs.filter((run) => run.error)].sort(
+    (a, b) => a.rate - b.rate || steadyServers.indexOf(a.server) - steadyServers.indexOf(b.server),
+  )
+}
+
 /** The section as Markdown (the terminal shows the same). */
-export function renderSteady(runs: readonly SteadyRun[]): string {
+export function renderSteady(all: readonly SteadyRun[]): string {
+  const runs = tableRows(all)
+  const rounds = Math.max(...all.map((run) => run.round))
   const lines = [
     '## Steady: end to end at a fixed rate (gateway with npm start defaults, one destination, one consumer)',
     '',
@@ -446,6 +552,12 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
     'bench/servers/handwritten-pipeline.ts does the same I/O per webhook (verify, INSERT committed before the 200,',
     'publish with a confirm, a signed POST to the destination) and nothing else: no retries, no record of what',
     'was sent.',
+    ...(rounds > 1
+      ? [
+          `Each row is the median of ${rounds} rounds, figure by figure (the servers alternate at each rate;`,
+          'webhooks and arrivals are summed); every round follows the table.',
+        ]
+      : []),
     '',
     '| server | rate | webhooks | ack p50 / p99 ms | -> RabbitMQ p50 / p99 / max ms | -> destination p50 / p99 / max ms | CPU/webhook gateway + Postgres | statements/webhook | idle CPU gateway + Postgres | RSS MB | beside: RabbitMQ, endpoint, load CPU/webhook |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
@@ -469,6 +581,26 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
         `| ${fixed(run.peakRssMb, 0)} ` +
         `| ${run.othersUs ? `${fixed(run.othersUs.rabbitmq, 0)}, ${fixed(run.othersUs.endpoint, 0)}, ${fixed(run.othersUs.generator, 0)} us` : '-'} |`,
     )
+  }
+  if (rounds > 1) {
+    lines.push(
+      '',
+      'Every round, in order: ack p99, -> RabbitMQ p99, -> destination p99 (ms), CPU/webhook gateway + Postgres (us):',
+      '',
+    )
+    for (const row of runs.filter((run) => !run.error)) {
+      const of = all.filter((run) => run.server === row.server && run.rate === row.rate && !run.error)
+      lines.push(
+        `- ${label(row)}, ${row.rate}/s: ` +
+          of
+            .map(
+              (run) =>
+                `${fixed(run.ack.p99)}, ${fixed(run.rabbitmq.p99)}, ${fixed(run.destination.p99)}, ` +
+                `${fixed(run.cpuUs.gateway, 0)} + ${fixed(run.cpuUs.postgres, 0)}`,
+            )
+            .join('; '),
+      )
+    }
   }
   const floors = runs.flatMap((run) => {
     const floor = runs.find(
@@ -499,11 +631,11 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
         )
     }
   }
-  for (const run of runs.filter((run) => run.profile)) {
+  for (const run of all.filter((run) => run.profile)) {
     const profile = run.profile!
     lines.push(
       '',
-      `${run.rate}/s, the gateway's main thread busy ${(profile.busy * 100).toFixed(1)} % of the window; self time by source, then by function:`,
+      `${run.rate}/s${rounds > 1 ? ` (round ${run.round})` : ''}, the gateway's main thread busy ${(profile.busy * 100).toFixed(1)} % of the window; self time by source, then by function:`,
       '',
       '```',
       ...profile.sources,
@@ -512,13 +644,13 @@ export function renderSteady(runs: readonly SteadyRun[]): string {
       '```',
     )
   }
-  const repeated = runs.filter(
+  const repeated = all.filter(
     (run) => !run.error && (run.rabbitmq.repeated > 0 || run.destination.repeated > 0),
   )
   for (const run of repeated)
     lines.push(
       '',
-      `${label(run)}, ${run.rate}/s: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
+      `${label(run)}, ${run.rate}/s${rounds > 1 ? ` (round ${run.round})` : ''}: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
     )
   lines.push('')
   return lines.join('\n')

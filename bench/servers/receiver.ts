@@ -18,17 +18,23 @@ import { onShutdown } from './shutdown.ts'
 const secrets = new Map<string, Webhook>()
 const stats = { verified: 0, refused: 0, ids: new Set<string>() }
 
-/** Arrivals since the last PUT /observe: the event ids seen and ms from the gateway's receipt. */
+/**
+ * Arrivals since the last PUT /observe: the event ids seen, ms from the gateway's receipt, and when each
+ * arrived (unix ms, in the same order).
+ */
 class Arrivals {
   readonly ids = new Set<string>()
   readonly latenciesMs: number[] = []
+  readonly arrivedAtMs: number[] = []
   record(body: Buffer | string): void {
     const event = JSON.parse(body.toString()) as { id: string; time: string }
-    this.latenciesMs.push(performance.timeOrigin + performance.now() - Date.parse(event.time))
+    const now = performance.timeOrigin + performance.now()
+    this.latenciesMs.push(now - Date.parse(event.time))
+    this.arrivedAtMs.push(Math.round(now))
     this.ids.add(event.id)
   }
   toJSON() {
-    return { distinct: this.ids.size, latenciesMs: this.latenciesMs }
+    return { distinct: this.ids.size, latenciesMs: this.latenciesMs, arrivedAtMs: this.arrivedAtMs }
   }
 }
 

@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest'
+import { renderSteady, type SteadyRun } from '../../bench/steady.ts'
+
+/** A steady run whose figures all derive from `n`, so that each median can be told apart. */
+function run(server: SteadyRun['server'], round: number, n: number): SteadyRun {
+  const arrived = { p50: n, p99: n * 10, max: n * 20, distinct: 100, repeated: 0 }
+  return {
+    server,
+    rate: 200,
+    round,
+    seconds: 30,
+    sent: 100,
+    accepted: 100,
+    failed: 0,
+    ack: { p50: n, p99: n * 10, max: n * 20 },
+    rabbitmq: arrived,
+    destination: arrived,
+    windowSeconds: 31,
+    idle: { gateway: 0.01, postgres: 0.001 },
+    cpuUs: { gateway: n * 100, postgres: n * 50 },
+    peakRssMb: 100 + n,
+  }
+}
+
+const rowOf = (markdown: string, label: string) =>
+  markdown.split('\n').find((line) => line.startsWith(`| ${label} | 200/s`))
+
+describe('the steady section with --repeat', () => {
+  it('shows one run as it is', () => {
+    const markdown = renderSteady([run('gateway', 1, 3)])
+    expect(rowOf(markdown, 'gateway')).toContain('| 3.0 / 30.0 |')
+    expect(markdown).not.toContain('Every round')
+  })
+
+  it('shows each figure as the median of the rounds, counts summed, and every round below', () => {
+    const markdown = renderSteady([
+      run('gateway', 1, 5),
+      run('handwritten', 1, 1),
+      run('gateway', 2, 2),
+      run('handwritten', 2, 2),
+      run('gateway', 3, 9),
+      run('handwritten', 3, 4),
+    ])
+    const gateway = rowOf(markdown, 'gateway')!
+    // Odd rounds: the middle value of 5, 2 and 9.
+    expect(gateway).toContain('| 300 |')
+    expect(gateway).toContain('| 5.0 / 50.0 |')
+    expect(gateway).toContain('| 500 + 250 us |')
+    // The peak RSS is the highest of the rounds.
+    expect(gateway).toContain('| 109 |')
+    expect(rowOf(markdown, 'hand-written')).toContain('| 2.0 / 20.0 |')
+    expect(markdown).toContain('Each row is the median of 3 rounds')
+    expect(markdown).toContain(
+      '- gateway, 200/s: 50.0, 50.0, 50.0, 500 + 250; 20.0, 20.0, 20.0, 200 + 100; 90.0',
+    )
+    expect(markdown).toContain('2.50x the floor')
+  })
+
+  it('takes the mean of the two middle values of an even number of rounds', () => {
+    const markdown = renderSteady([run('gateway', 1, 2), run('gateway', 2, 4)])
+    expect(rowOf(markdown, 'gateway')).toContain('| 3.0 / 30.0 |')
+  })
+
+  it('keeps a failed round apart from the medians of the others', () => {
+    const failed = { server: 'gateway', rate: 200, round: 2, error: 'exited' } as SteadyRun
+    const markdown = renderSteady([run('gateway', 1, 2), failed, run('gateway', 3, 4)])
+    expect(rowOf(markdown, 'gateway')).toContain('| 200 |')
+    expect(markdown).toContain('| gateway | 200/s | FAILED: exited |')
+  })
+})
