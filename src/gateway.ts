@@ -6,8 +6,8 @@ import { providers as allProviders, type Providers } from '../providers/index.ts
 import { configuredProviders } from '../providers/configured.ts'
 import { createApp } from './http/app.ts'
 import type { Config } from './config.ts'
-import { ClaimOwner } from './db/owners.ts'
-import { bounded } from './ops/deadline.ts'
+import { ClaimOwner, lookTogether, reclaimAbandoned } from './db/owners.ts'
+import { bounded, withDeadline } from './ops/deadline.ts'
 import { checkHealth } from './http/health.ts'
 import { Intake } from './pipeline/intake.ts'
 import { createLogger, type Logger } from './ops/log.ts'
@@ -181,15 +181,28 @@ async function startOn(databaseUrl: string, config: Config, options: StartOption
   const statementDeadlineMs = config.databaseStatementTimeoutMs + 2000
   // The worker's and sender's claims carry this process's number, so they come back at once if it dies.
   const owner = runsWorker ? await ClaimOwner.start(databaseUrl, log) : undefined
+  // Their safety nets look at webhooks and deliveries in one statement a poll.
+  const looks = lookTogether(['webhooks', 'deliveries'], (id, tables) =>
+    withDeadline(
+      reclaimAbandoned(
+        sql,
+        id,
+        tables.map((table) => (table === 'webhooks' ? store : destinations).abandonedOf()),
+      ),
+      statementDeadlineMs,
+      'postgres.reclaimAbandoned',
+    ),
+  )
   const sender = owner
     ? new DeliverySender(
         {
           ...bounded(
             destinations,
-            ['claimDue', 'reclaimAbandoned', 'recordAttempts', 'release'],
+            ['claimDue', 'recordAttempts', 'release'],
             statementDeadlineMs,
             'postgres',
           ),
+          reclaimAbandoned: looks.deliveries,
           listen: destinations.listen,
         },
         {
@@ -224,10 +237,11 @@ async function startOn(databaseUrl: string, config: Config, options: StartOption
         {
           ...bounded(
             store,
-            ['claimDue', 'reclaimAbandoned', 'markFailed', 'release', 'hasDestinations'],
+            ['claimDue', 'markFailed', 'release', 'hasDestinations'],
             statementDeadlineMs,
             'postgres',
           ),
+          reclaimAbandoned: looks.webhooks,
           listen: store.listen,
         },
         {

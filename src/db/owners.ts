@@ -21,47 +21,114 @@ export interface Abandoned {
   readonly due: boolean
 }
 
+/** The tables whose claimed rows the safety net looks at. */
+export type ClaimedTable = 'webhooks' | 'deliveries'
+
+/** A table's part of the safety net's look: which of its claimed rows are pending, and a query for a due row. */
+export interface AbandonedLookOf {
+  readonly table: ClaimedTable
+  readonly pending: Fragment
+  readonly due: Fragment
+}
+
 /**
- * One statement: gives back, due at once, the rows of `table` in a `pending` state claimed by owners that
- * are gone (their lock went with their session: a killed process's claims are worked on again within
- * seconds, not when their lease ends), and says whether `due` (a query) finds any row due for a claim.
+ * One statement, for each of `looks`: gives back, due at once, the rows of its table in a `pending` state
+ * claimed by owners that are gone (their lock went with their session: a killed process's claims are worked
+ * on again within seconds, not when their lease ends), and says whether its `due` query finds any row due for
+ * a claim.
  *
  * It runs every second in every process, so it looks at who holds claims, not at the claims: one probe of
  * the `claimed_by` index per owner (a loose index scan), and the rows only when an owner is gone. Looking
  * at every leased row instead cost a bitmap scan over the lease's worth of index entries, a minute of
  * webhooks published since the last vacuum (1,455 entries and 369 pages, 4 ms, at 20 a second).
  */
-export async function reclaimAbandoned(look: Fragment): Promise<Abandoned> {
-  const [row] = await look
-  return { reclaimed: row?.reclaimed ?? 0, due: row?.due === true }
+export async function reclaimAbandoned(
+  sql: Sql,
+  owner: number,
+  looks: readonly AbandonedLookOf[],
+): Promise<Record<ClaimedTable, Abandoned>> {
+  const [row] = await abandonedLooks(sql, owner, looks)
+  const found = {} as Record<ClaimedTable, Abandoned>
+  for (const { table } of looks)
+    found[table] = { reclaimed: row?.[`${table}_reclaimed`] ?? 0, due: row?.[`${table}_due`] === true }
+  return found
 }
 
 /** The statement reclaimAbandoned runs, for a table's store to build (and a test to EXPLAIN). */
-export const abandonedLook = (
-  sql: Sql,
-  table: 'webhooks' | 'deliveries',
-  owner: number,
-  pending: Fragment,
-  due: Fragment,
-) => sql`
-    WITH RECURSIVE claimers AS (
+export function abandonedLooks(sql: Sql, owner: number, looks: readonly AbandonedLookOf[]) {
+  const named = (table: ClaimedTable, what: string) => sql(`${table}_${what}`)
+  const list = (fragments: readonly Fragment[]) =>
+    fragments.reduce((listed, fragment) => sql`${listed}, ${fragment}`)
+  const parts = looks.map(
+    ({ table, pending }) => sql`
+    ${named(table, 'claimers')} AS (
       SELECT min(claimed_by) AS owner FROM ${sql(table)}
       UNION ALL
-      SELECT (SELECT min(claimed_by) FROM ${sql(table)} WHERE claimed_by > c.owner) FROM claimers c
+      SELECT (SELECT min(claimed_by) FROM ${sql(table)} WHERE claimed_by > c.owner)
+      FROM ${named(table, 'claimers')} c
       WHERE c.owner IS NOT NULL
     ),
-    gone AS (
-      SELECT owner FROM claimers
+    ${named(table, 'gone')} AS (
+      SELECT owner FROM ${named(table, 'claimers')}
       WHERE owner IS NOT NULL AND owner <> ${owner} AND owner NOT IN (${liveOwners(sql)})
     ),
-    reclaimed AS (
+    ${named(table, 'reclaimed')} AS (
       UPDATE ${sql(table)} SET next_attempt_at = now(), claimed_by = NULL
       -- EXISTS is planned as a filter run once: with nobody gone, no row is read.
-      WHERE EXISTS (SELECT FROM gone) AND claimed_by IN (SELECT owner FROM gone)
+      WHERE EXISTS (SELECT FROM ${named(table, 'gone')})
+        AND claimed_by IN (SELECT owner FROM ${named(table, 'gone')})
         AND ${pending} AND next_attempt_at > now()
       RETURNING id
+    )`,
+  )
+  const figures = looks.map(
+    ({ table, due }) => sql`
+    (SELECT count(*) FROM ${named(table, 'reclaimed')})::int AS ${named(table, 'reclaimed')},
+    EXISTS (${due}) AS ${named(table, 'due')}`,
+  )
+  return sql`WITH RECURSIVE ${list(parts)} SELECT ${list(figures)}`
+}
+
+/**
+ * The safety net's looks of one process's loops (the worker's at webhooks, the sender's at deliveries), run
+ * together: looks asked for within `windowMs` of each other go out as one statement (`run`), and at once
+ * when every table has been asked for. An idle gateway then pays one statement a poll, not one per loop.
+ * Returns each table's look.
+ */
+export function lookTogether(
+  tables: readonly ClaimedTable[],
+  run: (owner: number, tables: readonly ClaimedTable[]) => Promise<Record<ClaimedTable, Abandoned>>,
+  windowMs = 25,
+): Record<ClaimedTable, (owner: number) => Promise<Abandoned>> {
+  interface Asked {
+    readonly table: ClaimedTable
+    readonly resolve: (found: Abandoned) => void
+    readonly reject: (error: unknown) => void
+  }
+  let batch: { owner: number; asked: Asked[]; timer: NodeJS.Timeout } | undefined
+  const go = () => {
+    if (!batch) return
+    const { owner, asked, timer } = batch
+    batch = undefined
+    clearTimeout(timer)
+    run(owner, [...new Set(asked.map((one) => one.table))]).then(
+      (found) => asked.forEach((one) => one.resolve(found[one.table])),
+      (error: unknown) => asked.forEach((one) => one.reject(error)),
     )
-    SELECT (SELECT count(*) FROM reclaimed)::int AS reclaimed, EXISTS (${due}) AS due`
+  }
+  const look = (table: ClaimedTable) => (owner: number) =>
+    new Promise<Abandoned>((resolve, reject) => {
+      // Claims of one process carry one owner; a look for another goes on its own.
+      if (batch && batch.owner !== owner) go()
+      batch ??= { owner, asked: [], timer: setTimeout(go, windowMs) }
+      batch.asked.push({ table, resolve, reject })
+      if (tables.every((one) => batch!.asked.some((asked) => asked.table === one))) go()
+    })
+  return Object.fromEntries(tables.map((table) => [table, look(table)])) as Record<
+    ClaimedTable,
+    (owner: number) => Promise<Abandoned>
+  >
+}
 
 /**
  * This process, as the holder of the rows it claims. Claims carry its number and have a lease; the number is

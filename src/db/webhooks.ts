@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import { writerName, type Fragment, type Sql } from './client.ts'
 import { copyWebhooks } from './copy.ts'
-import { abandonedLook, reclaimAbandoned, type Abandoned } from './owners.ts'
+import { abandonedLooks, reclaimAbandoned, type Abandoned, type AbandonedLookOf } from './owners.ts'
 
 export type WebhookStatus = 'pending' | 'retrying' | 'published' | 'dead'
 
@@ -151,15 +151,12 @@ export function createStore(sql: Sql) {
     ${filter.since ? sql`AND received_at >= ${filter.since}` : sql``}
     ${filter.until ? sql`AND received_at < ${filter.until}` : sql``}`
 
-  /** The safety net's look at webhooks (see reclaimAbandoned below). */
-  const abandoned = (owner: number) =>
-    abandonedLook(
-      sql,
-      'webhooks',
-      owner,
-      sql`status IN ('pending', 'retrying')`,
-      sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
-    )
+  /** The webhooks' part of the safety net's look (see reclaimAbandoned below). */
+  const abandonedOf = (): AbandonedLookOf => ({
+    table: 'webhooks',
+    pending: sql`status IN ('pending', 'retrying')`,
+    due: sql`SELECT FROM webhooks WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()`,
+  })
 
   return {
     sql,
@@ -322,11 +319,14 @@ export function createStore(sql: Sql) {
      * and whether any is due for a claim (a retry, one stored by another process whose notification was missed).
      */
     async reclaimAbandoned(owner: number): Promise<Abandoned> {
-      return reclaimAbandoned(abandoned(owner))
+      return (await reclaimAbandoned(sql, owner, [abandonedOf()])).webhooks
     },
 
     /** reclaimAbandoned's statement, unrun (to EXPLAIN what the poll reads). */
-    abandonedLook: abandoned,
+    abandonedLook: (owner: number) => abandonedLooks(sql, owner, [abandonedOf()]),
+
+    /** The webhooks' part of the look, for a statement that looks at several tables (see lookTogether). */
+    abandonedOf,
 
     /** Gives back, due at once, webhooks `owner` claimed and will not publish (it is stopping). */
     async release(owner: number, ids: readonly string[]): Promise<void> {

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { abandonedLook, reclaimAbandoned, type Abandoned } from '../db/owners.ts'
+import { reclaimAbandoned, type Abandoned, type AbandonedLookOf } from '../db/owners.ts'
 import { writerName, type Sql } from '../db/client.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
@@ -212,6 +212,13 @@ export function createDestinationStore(sql: Sql) {
     const [row] = await sql`SELECT ${sql.unsafe(destinationColumns)} FROM destinations d WHERE d.id = ${id}`
     return row ? toDestination(row) : undefined
   }
+  /** The deliveries' part of the safety net's look (see reclaimAbandoned below). */
+  const abandonedOf = (): AbandonedLookOf => ({
+    table: 'deliveries',
+    pending: sql`status = 'pending'`,
+    due: sql`SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled`,
+  })
 
   return {
     async create(
@@ -385,17 +392,11 @@ export function createDestinationStore(sql: Sql) {
      * back, and whether any delivery of an enabled destination is due.
      */
     async reclaimAbandoned(owner: number): Promise<Abandoned> {
-      return reclaimAbandoned(
-        abandonedLook(
-          sql,
-          'deliveries',
-          owner,
-          sql`status = 'pending'`,
-          sql`SELECT FROM deliveries d JOIN destinations t ON t.id = d.destination_id
-              WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND t.enabled`,
-        ),
-      )
+      return (await reclaimAbandoned(sql, owner, [abandonedOf()])).deliveries
     },
+
+    /** The deliveries' part of the look, for a statement that looks at several tables (see lookTogether). */
+    abandonedOf,
 
     /**
      * Records attempts and what follows from them, many at once (senders finish requests faster than

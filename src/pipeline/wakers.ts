@@ -10,9 +10,10 @@ export interface Wakers {
 
 /**
  * Starts what wakes a loop that claims rows (the worker's, the sender's): a LISTEN, woken on every
- * notification, and a safety-net poll. Every `pollMs`, and once now, the poll takes back the claims of owners
- * that are gone and looks whether anything is due (`reclaim`, one statement, never two at once), and wakes
- * the loop when something is: an idle gateway costs a statement a second per loop, not a claim too. A
+ * notification, and a safety-net poll. Every `pollMs` (on the clock's multiples of it), and once now, the
+ * poll takes back the claims of owners that are gone and looks whether anything is due (`reclaim`, never two
+ * at once), and wakes the loop when something is: an idle gateway costs a look a second per loop, not a
+ * claim too, and the loops' looks go out together as one statement (see lookTogether in db/owners.ts). A
  * failed look wakes the loop anyway: its claim reports Postgres away. A failed LISTEN leaves the poll.
  */
 export function startWakers(options: {
@@ -49,7 +50,17 @@ export function startWakers(options: {
       .finally(() => (reclaiming = false))
   }
   reclaim()
-  const poll = setInterval(reclaim, options.pollMs)
+  // The polls fall on multiples of pollMs of the clock, so that the loops of one process with the same
+  // period look at the same moment, and their looks can go out as one statement (see lookTogether).
+  const { pollMs } = options
+  let poll: NodeJS.Timeout | undefined
+  const first = setTimeout(
+    () => {
+      reclaim()
+      poll = setInterval(reclaim, pollMs)
+    },
+    pollMs - (Date.now() % pollMs),
+  )
   const listener = store.listen(wake).catch((error: unknown) => {
     log.warn(`${name}: LISTEN failed, relying on the poll`, { error })
     return undefined
@@ -57,6 +68,7 @@ export function startWakers(options: {
   return {
     listening: listener.then(() => {}),
     async stop() {
+      clearTimeout(first)
       clearInterval(poll)
       await (await listener)?.unlisten().catch(() => {})
     },

@@ -1,10 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ClaimOwner } from '../../src/db/owners.ts'
+import { ClaimOwner, reclaimAbandoned } from '../../src/db/owners.ts'
 import { silentLogger } from '../../src/ops/log.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { copyChunks } from '../../src/db/copy.ts'
 import { createStore, type NewWebhook } from '../../src/db/webhooks.ts'
+import { createDestinationStore } from '../../src/destinations/store.ts'
 import { connectDatabase, type Sql } from '../../src/db/client.ts'
 import { createTestDatabase, waitFor } from '../support/services.ts'
 import { newWebhook as webhook } from '../support/stored.ts'
@@ -188,6 +189,43 @@ describe('store: claims of a gateway that is gone', () => {
       const [row] = await sql`SELECT count(*)::int AS count FROM webhooks WHERE claimed_by IS NOT NULL`
       expect(row!.count).toBe(0)
     } finally {
+      await alive.stop()
+      await dying.stop().catch(() => {})
+    }
+  })
+
+  it("looks at webhooks and deliveries in one statement, taking back both tables' claims of an owner gone", async () => {
+    await pending()
+    const destinations = createDestinationStore(sql)
+    const alive = await ClaimOwner.start(database.url, silentLogger)
+    const dying = await ClaimOwner.start(database.url, silentLogger)
+    const destinationId = randomUUID()
+    try {
+      expect(await store.claimDue(dying.id, 64, 60)).toHaveLength(2)
+      await sql`
+        INSERT INTO destinations (id, url, events, timeout_ms, max_in_flight, retry_schedule_seconds)
+        VALUES (${destinationId}, 'http://127.0.0.1:9/', '{payment.*}', 1000, 1, '{5}')`
+      await sql`
+        INSERT INTO deliveries (id, destination_id, webhook_id, event_id, event_type, payload, next_attempt_at,
+                                claimed_by)
+        VALUES (${randomUUID()}, ${destinationId}, ${randomUUID()}, ${randomUUID()}, 'payment.completed', '{}',
+                now() + interval '1 minute', ${dying.id})`
+      const look = () => reclaimAbandoned(sql, alive.id, [store.abandonedOf(), destinations.abandonedOf()])
+      const nothing = { reclaimed: 0, due: false }
+      expect(await look()).toEqual({ webhooks: nothing, deliveries: nothing })
+      await dying.stop()
+      expect(await look()).toEqual({
+        webhooks: { reclaimed: 2, due: false },
+        deliveries: { reclaimed: 1, due: false },
+      })
+      // The statement's own updates are not in its snapshot: the next look finds both tables due.
+      expect(await look()).toEqual({
+        webhooks: { reclaimed: 0, due: true },
+        deliveries: { reclaimed: 0, due: true },
+      })
+    } finally {
+      await sql`DELETE FROM deliveries WHERE destination_id = ${destinationId}`
+      await sql`DELETE FROM destinations WHERE id = ${destinationId}`
       await alive.stop()
       await dying.stop().catch(() => {})
     }
