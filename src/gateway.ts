@@ -182,12 +182,13 @@ async function startOn(databaseUrl: string, config: Config, options: StartOption
   // The worker's and sender's claims carry this process's number, so they come back at once if it dies.
   const owner = runsWorker ? await ClaimOwner.start(databaseUrl, log) : undefined
   // Their safety nets look at webhooks and deliveries in one statement a poll.
+  const lookOf = { webhooks: store.abandonedOf, deliveries: destinations.abandonedOf }
   const looks = lookTogether(['webhooks', 'deliveries'], (id, tables) =>
     withDeadline(
       reclaimAbandoned(
         sql,
         id,
-        tables.map((table) => (table === 'webhooks' ? store : destinations).abandonedOf()),
+        tables.map((table) => lookOf[table]()),
       ),
       statementDeadlineMs,
       'postgres.reclaimAbandoned',

@@ -5,7 +5,7 @@ import { FailedRecords, recordRetryMs } from '../pipeline/failed-records.ts'
 import { Linger } from '../pipeline/linger.ts'
 import { post } from './post.ts'
 import { signatureHeaders } from './signing.ts'
-import { startWakers, type Wakers } from '../pipeline/wakers.ts'
+import { startWakers, type Wakers, type WakersStore } from '../pipeline/wakers.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Metrics } from '../ops/metrics.ts'
 import {
@@ -157,10 +157,7 @@ export class DeliverySender {
   private readonly failedRecords = new FailedRecords<Unrecorded>()
 
   constructor(
-    private readonly store: Pick<
-      DestinationStore,
-      'claimDue' | 'reclaimAbandoned' | 'recordAttempts' | 'release' | 'listen'
-    >,
+    private readonly store: Pick<DestinationStore, 'claimDue' | 'recordAttempts' | 'release'> & WakersStore,
     private readonly options: SenderOptions,
   ) {}
 

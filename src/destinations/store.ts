@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type postgres from 'postgres'
-import { reclaimAbandoned, type Abandoned, type AbandonedLookOf } from '../db/owners.ts'
+import type { AbandonedLookOf } from '../db/owners.ts'
 import { writerName, type Sql } from '../db/client.ts'
 
 /** Svix's schedule: after the first attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. */
@@ -212,7 +212,10 @@ export function createDestinationStore(sql: Sql) {
     const [row] = await sql`SELECT ${sql.unsafe(destinationColumns)} FROM destinations d WHERE d.id = ${id}`
     return row ? toDestination(row) : undefined
   }
-  /** The deliveries' part of the safety net's look (see reclaimAbandoned below). */
+  /**
+   * The deliveries' part of the safety net's look (see reclaimAbandoned in owners.ts): deliveries of senders
+   * that are gone taken back, and whether any delivery of an enabled destination is due.
+   */
   const abandonedOf = (): AbandonedLookOf => ({
     table: 'deliveries',
     pending: sql`status = 'pending'`,
@@ -387,15 +390,7 @@ export function createDestinationStore(sql: Sql) {
         WHERE id = ANY(${ids as string[]}::uuid[]) AND claimed_by = ${owner} AND status = 'pending'`
     },
 
-    /**
-     * The safety net's look (see reclaimAbandoned in owners.ts): deliveries of senders that are gone taken
-     * back, and whether any delivery of an enabled destination is due.
-     */
-    async reclaimAbandoned(owner: number): Promise<Abandoned> {
-      return (await reclaimAbandoned(sql, owner, [abandonedOf()])).deliveries
-    },
-
-    /** The deliveries' part of the look, for a statement that looks at several tables (see lookTogether). */
+    /** The deliveries' part of the look, for the statement that looks at several tables (see lookTogether). */
     abandonedOf,
 
     /**

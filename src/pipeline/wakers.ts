@@ -8,6 +8,12 @@ export interface Wakers {
   stop(): Promise<void>
 }
 
+/** The rows' store, as the wakers use it: its look at what is abandoned and due, and its notifications. */
+export interface WakersStore {
+  reclaimAbandoned(owner: number): Promise<{ readonly reclaimed: number; readonly due: boolean }>
+  listen(onNotify: () => void): Promise<{ unlisten: () => Promise<void> }>
+}
+
 /**
  * Starts what wakes a loop that claims rows (the worker's, the sender's): a LISTEN, woken on every
  * notification, and a safety-net poll. Every `pollMs` (on the clock's multiples of it), and once now, the
@@ -26,10 +32,7 @@ export function startWakers(options: {
   /** The number this process's claims carry (see ClaimOwner). */
   readonly claimOwner: number
   /** The rows' store: its look at what is abandoned and due, and its notifications. */
-  readonly store: {
-    reclaimAbandoned(owner: number): Promise<{ readonly reclaimed: number; readonly due: boolean }>
-    listen(onNotify: () => void): Promise<{ unlisten: () => Promise<void> }>
-  }
+  readonly store: WakersStore
   readonly wake: () => void
 }): Wakers {
   const { name, rows, log, store, wake } = options
