@@ -147,6 +147,7 @@ export async function benchDestinations(context: DestinationsContext): Promise<D
     script: 'src/main.ts',
     env,
     logFile: join(context.logDir, 'destinations-gateway.log'),
+    nodeFlags: settings.nodeFlags,
   })
   defer('stop the gateway', () => stopServer(gateway))
   await waitHealthy(gateway, host, port)

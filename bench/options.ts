@@ -47,6 +47,8 @@ export interface Settings {
   readonly requestsDir: string | undefined
   readonly gatewayDir: string | undefined
   readonly gatewayEnv: Readonly<Record<string, string>>
+  /** Extra flags for node in every server the bench measures (the gateway and the references). */
+  readonly nodeFlags: readonly string[]
   readonly outDir: string | undefined
 }
 
@@ -78,6 +80,10 @@ ${Object.entries(defaultMatrix)
                           and every event that arrived: where (rabbitmq, destination), when, ms after receipt
   --gateway-dir DIR     bench the gateway of another checkout, e.g. a git worktree with its own node_modules
   --gateway-env K=V     extra environment for every gateway run (repeatable)
+  --node-flags=FLAGS    extra flags for node in every server measured, gateway and references alike, split at
+                          spaces (with the =, as they start with a dash): --node-flags=--trace-gc (each
+                          collection in the server's log, kept with --keep-logs), --node-flags=--perf-basic-prof
+                          (JavaScript names for perf record)
   --out DIR             where results go (default bench/results)
   -h, --help`
 
@@ -103,6 +109,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
       'requests-dir': { type: 'string' },
       'gateway-dir': { type: 'string' },
       'gateway-env': { type: 'string', multiple: true },
+      'node-flags': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -151,6 +158,7 @@ export function parseSettings(argv: readonly string[]): Settings | 'help' {
         return [pair.slice(0, at), pair.slice(at + 1)]
       }),
     ),
+    nodeFlags: (values['node-flags'] ?? '').split(' ').filter((flag) => flag !== ''),
     outDir: values.out,
   }
 }

@@ -275,6 +275,7 @@ function machineLines(report: Report): string[] {
             .join(' ')}`
         : ''
     }`,
+    ...(s.nodeFlags.length > 0 ? [`node flags for every server measured: ${s.nodeFlags.join(' ')}`] : []),
     `started ${report.startedAt}, took ${Math.round(report.durationSeconds)} s; command: ${report.command}`,
   ]
 }

@@ -249,7 +249,7 @@ async function runOne(spec: RunSpec, index: number, context: Context): Promise<R
       defer(`drop database ${database.name}`, database.drop)
       env.DATABASE_URL = database.url
     }
-    const nodeFlags: string[] = []
+    const nodeFlags: string[] = [...settings.nodeFlags]
     let profileDir: string | undefined
     if (kind.gateway) {
       const exchange = uniqueName('bench_webhooks')

@@ -53,8 +53,15 @@ export interface SteadyRun {
   readonly idle: { readonly gateway: number; readonly postgres: number | undefined }
   /** CPU per webhook with the idle cost of the window subtracted, in us. */
   readonly cpuUs: { readonly gateway: number; readonly postgres: number | undefined }
-  /** Statements the gateway's database ran per webhook, and the most frequent ones; undefined without pg_stat_statements. */
-  readonly statements?: { readonly perWebhook: number; readonly top: readonly StatementCount[] }
+  /**
+   * Statements the gateway's database ran per webhook, the WAL they wrote per webhook, and where Postgres' time
+   * went, by kind of statement; undefined without pg_stat_statements.
+   */
+  readonly statements?: {
+    readonly perWebhook: number
+    readonly walBytesPerWebhook?: number | undefined
+    readonly top: readonly StatementCount[]
+  }
   readonly peakRssMb?: number
   /** The gateway's CPU over the window by thread (main, V8's compiler and GC workers, libuv), in ms. */
   readonly threadsMs?: Readonly<Record<string, number>>
@@ -86,7 +93,72 @@ export interface StatementCount {
   readonly perWebhook: number
   /** Time Postgres spent executing it, per webhook (planning and commit not included), in us. */
   readonly usPerWebhook: number
+  /** WAL it wrote, per webhook, in bytes. */
+  readonly walBytesPerWebhook?: number
+  /** Rows it wrote or read per call, on average. */
+  readonly rowsPerCall?: number
   readonly query: string
+}
+
+/** One statement's figures over a window, as pg_stat_statements counts them (differences of two readings). */
+export interface StatementDiff {
+  readonly query: string
+  readonly calls: number
+  readonly ms: number
+  readonly rows: number
+  readonly walBytes: number
+}
+
+/**
+ * A statement's kind: its text with every parameter number alike and each list of rows, `($1, $2), ($3, $4)`,
+ * as one. A group commit of 3 webhooks and one of 40 are two texts to pg_stat_statements (the INSERT's VALUES
+ * list has as many rows as the group), and one kind of work.
+ */
+export const statementKind = (query: string): string =>
+  query
+    .replace(/\s+/g, ' ')
+    .replace(/\$\d+/g, '$n')
+    .replace(/\(\$n(?:, ?\$n)*\)(?:, ?\(\$n(?:, ?\$n)*\))*/g, '(...)')
+
+/**
+ * Statements grouped by kind, the costliest first (Postgres' time executing them per webhook): calls, time,
+ * WAL and rows per call for each, over `webhooks` webhooks. Sorting by calls hid what a grouped statement
+ * costs: a mark of 500 webhooks a second is few calls and a fifth of Postgres' time.
+ */
+export function statementKinds(
+  diffs: readonly StatementDiff[],
+  webhooks: number,
+  limit = 8,
+): StatementCount[] {
+  const kinds = new Map<string, StatementDiff>()
+  for (const diff of diffs) {
+    if (diff.calls <= 0) continue
+    const kind = statementKind(diff.query)
+    const sum = kinds.get(kind)
+    kinds.set(
+      kind,
+      sum
+        ? {
+            query: kind,
+            calls: sum.calls + diff.calls,
+            ms: sum.ms + diff.ms,
+            rows: sum.rows + diff.rows,
+            walBytes: sum.walBytes + diff.walBytes,
+          }
+        : { ...diff, query: kind },
+    )
+  }
+  const per = Math.max(1, webhooks)
+  return [...kinds.values()]
+    .sort((a, b) => b.ms - a.ms || b.calls - a.calls)
+    .slice(0, limit)
+    .map((kind) => ({
+      perWebhook: kind.calls / per,
+      usPerWebhook: (kind.ms * 1000) / per,
+      walBytesPerWebhook: kind.walBytes / per,
+      rowsPerCall: kind.rows / kind.calls,
+      query: kind.query.slice(0, 120),
+    }))
 }
 
 /** What the section needs from the bench: the same as the destinations section. */
@@ -116,11 +188,23 @@ const percentiles = (values: readonly number[]): Percentiles => {
 /** Calls per statement in `database`, by query id; undefined when pg_stat_statements is not loaded. */
 async function statementCalls(admin: postgres.Sql, database: string) {
   try {
-    const rows = await admin<{ queryid: string; query: string; calls: string; ms: number }[]>`
-      SELECT queryid::text, query, calls::text, total_exec_time AS ms FROM pg_stat_statements
+    const rows = await admin<
+      { queryid: string; query: string; calls: string; ms: number; rows: string; wal: string }[]
+    >`
+      SELECT queryid::text, query, calls::text, total_exec_time AS ms, rows::text, wal_bytes::text AS wal
+      FROM pg_stat_statements
       WHERE dbid = (SELECT oid FROM pg_database WHERE datname = ${database})`
     return new Map(
-      rows.map((row) => [row.queryid, { query: row.query, calls: Number(row.calls), ms: Number(row.ms) }]),
+      rows.map((row) => [
+        row.queryid,
+        {
+          query: row.query,
+          calls: Number(row.calls),
+          ms: Number(row.ms),
+          rows: Number(row.rows),
+          walBytes: Number(row.wal),
+        },
+      ]),
     )
   } catch {
     return undefined
@@ -258,7 +342,7 @@ async function runRate(
       : { cwd: context.root, script: 'bench/servers/handwritten-pipeline.ts' }),
     env,
     logFile: join(context.logDir, `steady-${rate}-${server}${tag}.log`),
-    nodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    nodeFlags: [...settings.nodeFlags, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
   })
   defer(`stop the steady-${rate} ${server}`, () => stopServer(gateway))
   await waitHealthy(gateway, host, port)
@@ -364,23 +448,21 @@ async function runRate(
   })
   let statements: SteadyRun['statements']
   if (statementsBefore && statementsAfter) {
-    const diffs = [...statementsAfter].map(([id, { query, calls, ms }]) => ({
-      query: query.replace(/\s+/g, ' ').slice(0, 120),
-      calls: calls - (statementsBefore.get(id)?.calls ?? 0),
-      ms: ms - (statementsBefore.get(id)?.ms ?? 0),
-    }))
-    const total = diffs.reduce((sum, diff) => sum + diff.calls, 0)
+    const diffs = [...statementsAfter].map(([id, after]): StatementDiff => {
+      const before = statementsBefore.get(id)
+      return {
+        query: after.query,
+        calls: after.calls - (before?.calls ?? 0),
+        ms: after.ms - (before?.ms ?? 0),
+        rows: after.rows - (before?.rows ?? 0),
+        walBytes: after.walBytes - (before?.walBytes ?? 0),
+      }
+    })
+    const total = (of: (diff: StatementDiff) => number) => diffs.reduce((sum, diff) => sum + of(diff), 0)
     statements = {
-      perWebhook: total / Math.max(1, accepted),
-      top: diffs
-        .filter((diff) => diff.calls > 0)
-        .sort((a, b) => b.calls - a.calls)
-        .slice(0, 8)
-        .map((diff) => ({
-          perWebhook: diff.calls / Math.max(1, accepted),
-          usPerWebhook: (diff.ms * 1000) / Math.max(1, accepted),
-          query: diff.query,
-        })),
+      perWebhook: total((diff) => diff.calls) / Math.max(1, accepted),
+      walBytesPerWebhook: total((diff) => diff.walBytes) / Math.max(1, accepted),
+      top: statementKinds(diffs, accepted),
     }
   }
   const rss = peakRssBytes(gateway.pid)
@@ -517,7 +599,14 @@ function medianRun(rounds: readonly SteadyRun[]): SteadyRun {
     idle: { gateway: of((run) => run.idle.gateway)!, postgres: of((run) => run.idle.postgres) },
     cpuUs: { gateway: of((run) => run.cpuUs.gateway)!, postgres: of((run) => run.cpuUs.postgres) },
     ...(first.statements
-      ? { statements: { perWebhook: of((run) => run.statements?.perWebhook)!, top: first.statements.top } }
+      ? {
+          statements: {
+            perWebhook: of((run) => run.statements?.perWebhook)!,
+            walBytesPerWebhook: of((run) => run.statements?.walBytesPerWebhook),
+            // The kinds of the first round: which statements cost what does not change between rounds.
+            top: first.statements.top,
+          },
+        }
       : {}),
     ...(rounds.some((run) => run.peakRssMb !== undefined)
       ? { peakRssMb: Math.max(...rounds.map((run) => run.peakRssMb ?? 0)) }
@@ -620,14 +709,23 @@ export function renderSteady(all: readonly SteadyRun[]): string {
   if (withTop.length > 0) {
     lines.push(
       '',
-      'Statements per webhook, the most frequent, with the time Postgres spent executing them per webhook (pg_stat_statements):',
+      'Where Postgres spent its time, by kind of statement (one kind: the same text whatever its number of rows), ' +
+        'the costliest first: per webhook, calls, time executing (planning and commit not included) and WAL written, ' +
+        'then rows per call (pg_stat_statements):',
       '',
     )
     for (const run of withTop) {
-      lines.push(`- ${label(run)}, ${run.rate}/s:`)
+      const { perWebhook, walBytesPerWebhook } = run.statements!
+      lines.push(
+        `- ${label(run)}, ${run.rate}/s: ${perWebhook.toFixed(2)} statements` +
+          `${walBytesPerWebhook === undefined ? '' : `, ${Math.round(walBytesPerWebhook)} bytes of WAL`} per webhook`,
+      )
       for (const statement of run.statements!.top)
         lines.push(
-          `  - ${statement.perWebhook.toFixed(2)} (${Math.round(statement.usPerWebhook)} us) \`${statement.query.replaceAll('`', "'")}\``,
+          `  - ${statement.perWebhook.toFixed(2)}, ${Math.round(statement.usPerWebhook)} us` +
+            `${statement.walBytesPerWebhook === undefined ? '' : `, ${Math.round(statement.walBytesPerWebhook)} B`}` +
+            `${statement.rowsPerCall === undefined ? '' : `, ${statement.rowsPerCall.toFixed(1)} rows`}` +
+            ` \`${statement.query.replaceAll('`', "'")}\``,
         )
     }
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { renderSteady, type SteadyRun } from '../../bench/steady.ts'
+import { renderSteady, statementKind, statementKinds, type SteadyRun } from '../../bench/steady.ts'
 
 /** A steady run whose figures all derive from `n`, so that each median can be told apart. */
 function run(server: SteadyRun['server'], round: number, n: number): SteadyRun {
@@ -66,5 +66,50 @@ describe('the steady section with --repeat', () => {
     const markdown = renderSteady([run('gateway', 1, 2), failed, run('gateway', 3, 4)])
     expect(rowOf(markdown, 'gateway')).toContain('| 200 |')
     expect(markdown).toContain('| gateway | 200/s | FAILED: exited |')
+  })
+})
+
+describe('the steady section by kind of statement', () => {
+  const insert = (rows: number) =>
+    `WITH inserted AS ( INSERT INTO webhooks ("id","event_key") values ${Array.from(
+      { length: rows },
+      (_, row) => `($${row * 2 + 1},$${row * 2 + 2})`,
+    ).join(',')} ON CONFLICT DO NOTHING RETURNING id ) SELECT $${rows * 2 + 1}::text`
+
+  it('takes a group commit of any size for one kind', () => {
+    expect(statementKind(insert(1))).toBe(statementKind(insert(40)))
+    expect(statementKind(insert(3))).toContain('values (...) ON CONFLICT')
+    expect(statementKind('UPDATE webhooks SET status = $1')).not.toBe(statementKind(insert(1)))
+  })
+
+  it('sums each kind and puts the costliest first, whatever its calls', () => {
+    const kinds = statementKinds(
+      [
+        { query: insert(1), calls: 150, ms: 30, rows: 150, walBytes: 300_000 },
+        { query: insert(5), calls: 50, ms: 20, rows: 250, walBytes: 500_000 },
+        {
+          query: 'UPDATE webhooks SET status = $1 WHERE id = ANY($2)',
+          calls: 2,
+          ms: 60,
+          rows: 400,
+          walBytes: 900_000,
+        },
+        { query: 'SELECT $1', calls: 0, ms: 0, rows: 0, walBytes: 0 },
+      ],
+      400,
+    )
+    expect(kinds.map((kind) => kind.query.slice(0, 6))).toEqual(['UPDATE', 'WITH i'])
+    expect(kinds[0]).toMatchObject({
+      perWebhook: 0.005,
+      usPerWebhook: 150,
+      walBytesPerWebhook: 2250,
+      rowsPerCall: 200,
+    })
+    expect(kinds[1]).toMatchObject({
+      perWebhook: 0.5,
+      usPerWebhook: 125,
+      walBytesPerWebhook: 2000,
+      rowsPerCall: 2,
+    })
   })
 })
