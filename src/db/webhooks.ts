@@ -107,6 +107,24 @@ export const claimMayHaveLeftMore = (
   maxBytes = claimMaxBytes,
 ) => claimed.length >= limit || claimed.reduce((sum, webhook) => sum + webhook.body.length, 0) >= maxBytes
 
+/** A delivery's row as INSERT INTO webhooks takes it, claimed by `claim.owner` until `claim.until` if given. */
+export const webhookRow = (
+  webhook: NewWebhook,
+  claim?: { readonly owner: number; readonly until: Date },
+) => ({
+  id: webhook.id,
+  provider: webhook.provider,
+  event_key: webhook.eventKey,
+  event_type: webhook.eventType,
+  method: webhook.method,
+  path: webhook.path,
+  public_url: webhook.publicUrl,
+  headers: webhook.headers as postgres.JSONValue,
+  body: webhook.body,
+  received_at: webhook.receivedAt,
+  ...(claim ? { claimed_by: claim.owner, next_attempt_at: claim.until } : {}),
+})
+
 const identity = (provider: string, eventKey: string) => `${provider}\u0000${eventKey}`
 
 export interface WebhookFilter {
@@ -190,20 +208,8 @@ export function createStore(sql: Sql) {
           return { id: first.id, duplicate: first !== webhook }
         })
       }
-      const claimedUntil = claim && new Date(Date.now() + claim.leaseSeconds * 1000)
-      const rows = firsts.map((webhook) => ({
-        id: webhook.id,
-        provider: webhook.provider,
-        event_key: webhook.eventKey,
-        event_type: webhook.eventType,
-        method: webhook.method,
-        path: webhook.path,
-        public_url: webhook.publicUrl,
-        headers: webhook.headers as postgres.JSONValue,
-        body: webhook.body,
-        received_at: webhook.receivedAt,
-        ...(claim ? { claimed_by: claim.owner, next_attempt_at: claimedUntil! } : {}),
-      }))
+      const claimed = claim && { owner: claim.owner, until: new Date(Date.now() + claim.leaseSeconds * 1000) }
+      const rows = firsts.map((webhook) => webhookRow(webhook, claimed))
       const [written] = await sql`
         WITH inserted AS (
           INSERT INTO webhooks ${sql(rows)}
