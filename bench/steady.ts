@@ -157,7 +157,8 @@ export function statementKinds(
       usPerWebhook: (kind.ms * 1000) / per,
       walBytesPerWebhook: kind.walBytes / per,
       rowsPerCall: kind.rows / kind.calls,
-      query: kind.query.slice(0, 120),
+      // Its start and its end: two looks of the safety net share their first hundred characters.
+      query: kind.query.length > 130 ? `${kind.query.slice(0, 85)} … ${kind.query.slice(-40)}` : kind.query,
     }))
 }
 

@@ -105,11 +105,23 @@ describe('the steady section by kind of statement', () => {
       walBytesPerWebhook: 2250,
       rowsPerCall: 200,
     })
+    expect(kinds[1]!.query).toBe(
+      'WITH inserted AS ( INSERT INTO webhooks ("id","event_key") values (...) ON CONFLICT DO NOTHING RETURNING id ) SELECT $n::text',
+    )
     expect(kinds[1]).toMatchObject({
       perWebhook: 0.5,
       usPerWebhook: 125,
       walBytesPerWebhook: 2000,
       rowsPerCall: 2,
     })
+  })
+
+  it('shows a long statement by its start and its end', () => {
+    const [kind] = statementKinds(
+      [{ query: `SELECT ${'a, '.repeat(60)}b FROM t`, calls: 1, ms: 1, rows: 1, walBytes: 0 }],
+      1,
+    )
+    expect(kind!.query).toMatch(/^SELECT a, a, .* … .*a, b FROM t$/)
+    expect(kind!.query.length).toBeLessThan(130)
   })
 })
