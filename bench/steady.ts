@@ -551,7 +551,7 @@ const fixed = (value: number | undefined, digits = 1) =>
 const thousands = (value: number) => Math.round(value).toLocaleString('en-US')
 
 /** The middle value, or the mean of the two middle ones. */
-function median(values: readonly number[]): number {
+export function median(values: readonly number[]): number {
   const sorted = Float64Array.from(values).sort()
   const middle = sorted.length >> 1
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2

@@ -8,10 +8,12 @@ import { migrate } from '../src/db/migrate.ts'
 import { createStore, webhookRow, type NewWebhook } from '../src/db/webhooks.ts'
 import { createOutbox, type ClaimingSender } from '../src/destinations/fanout.ts'
 import { createDestinationStore, type DueDelivery } from '../src/destinations/store.ts'
-import { eventId, type OutgoingEvent } from '../src/pipeline/events.ts'
+import { eventsFor, outgoing } from '../src/pipeline/events.ts'
+import { providers } from '../providers/index.ts'
 import type { HandledWebhook } from '../src/pipeline/worker.ts'
 import { defer, installAbortHandlers, mark, unwind } from './cleanup.ts'
 import { createDatabase, services } from './resources.ts'
+import { median } from './steady.ts'
 
 /**
  * What Postgres pays for the pipeline's writes per webhook, measured alone: one session runs, batch by batch,
@@ -85,7 +87,7 @@ const headers = {
   'cache-control': 'no-cache',
 }
 
-/** A webhook and its two events, as intake hands them to the worker: the raw event and payment.completed. */
+/** A webhook and its events, as intake hands them to the worker: the raw event and payment.completed. */
 function webhookAndEvents(): { webhook: NewWebhook; handled: HandledWebhook } {
   const key = `evt_${randomUUID().replaceAll('-', '')}`
   const webhook: NewWebhook = {
@@ -100,16 +102,8 @@ function webhookAndEvents(): { webhook: NewWebhook; handled: HandledWebhook } {
     body: webhookBody(key),
     receivedAt: new Date(),
   }
-  const event = (type: string, data: unknown): OutgoingEvent => {
-    const id = eventId('stripe', key, type)
-    const time = webhook.receivedAt.toISOString()
-    const cloudEvent = { specversion: '1.0', id, source: '/webhooks/stripe', type, time, data }
-    return { id, type, time, body: Buffer.from(JSON.stringify(cloudEvent)) }
-  }
-  const events = [
-    event('raw.stripe.payment_intent.succeeded', JSON.parse(webhook.body.toString())),
-    event('payment.completed', { paymentId: `pi_${key.slice(4)}`, amount: 4900, currency: 'usd' }),
-  ]
+  // Mapped as the gateway maps it: the raw event and payment.completed, with their ids and envelopes.
+  const events = eventsFor(webhook, providers.stripe).map(outgoing)
   return {
     webhook,
     handled: { webhookId: webhook.id, routed: false, eventIds: events.map((e) => e.id), events },
@@ -198,7 +192,7 @@ async function currentDesign(sql: Sql): Promise<Writes> {
 
 /** The delivery of payment.completed to the one destination, as the fan-out would make it. */
 const deliveryOf = (handled: HandledWebhook, destinationId: string) => {
-  const event = handled.events![1]!
+  const event = handled.events!.find((one) => one.type === 'payment.completed')!
   return { id: randomUUID(), destinationId, webhookId: handled.webhookId, event }
 }
 
@@ -389,12 +383,6 @@ export async function measure(
   } finally {
     await unwind(since)
   }
-}
-
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
 }
 
 async function main(): Promise<void> {
