@@ -135,6 +135,21 @@ export async function describeMachine(
   }
 }
 
+/**
+ * How many times a process's main thread has gone to sleep and been woken so far (its voluntary context
+ * switches: each a wait in epoll for the next event), or undefined when it is gone.
+ */
+export function mainThreadWakes(pid: number): number | undefined {
+  try {
+    const match = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(
+      readFileSync(`/proc/${pid}/task/${pid}/status`, 'latin1'),
+    )
+    return match ? Number(match[1]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** CPU of each thread of a process by thread name (the main thread, V8's workers, libuv's pool...), in ms. */
 export function threadCpuMs(pid: number): Map<string, number> {
   const byName = new Map<string, number>()

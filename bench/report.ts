@@ -4,6 +4,7 @@ import type { Machine } from './measure.ts'
 import type { Section, ServerId, Settings } from './options.ts'
 import type { ProfileSummary } from './profile.ts'
 import type { SteadyRun } from './steady.ts'
+import type { WakeCost } from './wake-cost.ts'
 
 /** What one run measured, as written to the results file, and the tables made from it. */
 export interface RunResult {
@@ -65,6 +66,8 @@ export interface Report {
   readonly runs: readonly RunResult[]
   readonly destinations?: DestinationsResult
   readonly steady?: readonly SteadyRun[]
+  /** The steady section's calibration: the same small round trip's CPU at each of its rates. */
+  readonly wakeCost?: readonly WakeCost[]
 }
 
 // ---------------------------------------------------------------------------------------------------

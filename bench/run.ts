@@ -33,6 +33,7 @@ import {
 } from './payloads.ts'
 import { summarizeProfiles } from './profile.ts'
 import { benchSteady, renderSteady, steadyServers, type SteadyRun } from './steady.ts'
+import { measureWakeCost, renderWakeCost, type WakeCost } from './wake-cost.ts'
 import { renderMarkdown, renderText, type Report, type RunResult } from './report.ts'
 import {
   assertLoopback,
@@ -440,6 +441,7 @@ async function main(): Promise<number> {
     }
   }
   let steady: SteadyRun[] | undefined
+  let wakeCost: WakeCost[] | undefined
   if (settings.sections.includes('steady')) {
     const since = mark()
     try {
@@ -453,6 +455,13 @@ async function main(): Promise<number> {
       console.error(`  steady: ${(error as Error).message}`)
     } finally {
       await unwind(since)
+    }
+    // What this machine charges for the same small work at each rate, with the servers stopped.
+    try {
+      wakeCost = await measureWakeCost(root, settings.rates, settings.quick ? 3 : 8)
+      console.error(`  wake cost:\n${renderWakeCost(wakeCost).join('\n')}`)
+    } catch (error) {
+      console.error(`  wake cost: ${(error as Error).message}`)
     }
   }
   machine.loadAfter = os.loadavg()
@@ -469,6 +478,7 @@ async function main(): Promise<number> {
     runs,
     ...(destinations ? { destinations } : {}),
     ...(steady ? { steady } : {}),
+    ...(wakeCost ? { wakeCost } : {}),
   }
   const outDir = resolve(settings.outDir ?? join(root, 'bench/results'))
   mkdirSync(outDir, { recursive: true })
@@ -476,7 +486,7 @@ async function main(): Promise<number> {
   writeFileSync(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`)
   const destinationsText =
     (destinations ? `\n${renderDestinations(destinations)}` : '') +
-    (steady ? `\n${renderSteady(steady)}` : '')
+    (steady ? `\n${renderSteady(steady, wakeCost)}` : '')
   writeFileSync(`${stem}.md`, renderMarkdown(report) + destinationsText)
   console.log(renderText(report) + destinationsText)
   console.log(`\nresults: ${relative(process.cwd(), `${stem}.md`)} and .json`)

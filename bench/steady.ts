@@ -8,7 +8,8 @@ import type postgres from 'postgres'
 import { defer, mark, unwind } from './cleanup.ts'
 import { freePort, startServer, stopServer, waitHealthy, type Child } from './child.ts'
 import { countOf, Outcome, quantile, runOpenLoop, timelineCsv } from './load.ts'
-import { peakRssBytes, processCpuMs, postgresCpuMs, threadCpuMs } from './measure.ts'
+import { renderWakeCost, type WakeCost } from './wake-cost.ts'
+import { mainThreadWakes, peakRssBytes, processCpuMs, postgresCpuMs, threadCpuMs } from './measure.ts'
 import type { DestinationsContext } from './destinations.ts'
 import { summarizeProfiles, type ProfileSummary } from './profile.ts'
 import { stripePaymentIntent, type Secrets } from './payloads.ts'
@@ -65,6 +66,12 @@ export interface SteadyRun {
   readonly peakRssMb?: number
   /** The gateway's CPU over the window by thread (main, V8's compiler and GC workers, libuv), in ms. */
   readonly threadsMs?: Readonly<Record<string, number>>
+  /**
+   * How often the server's main thread was woken per webhook (it slept in epoll and something arrived or a
+   * timer fired), with its idle rate of wakes subtracted. At a trickle a wake costs far more than the work it
+   * wakes for on a virtual machine (see bench/wake-cost.ts), so this is much of the CPU per webhook at 20/s.
+   */
+  readonly wakesPerWebhook?: number
   /**
    * CPU per webhook of what else shares the machine over the window, idle not subtracted: RabbitMQ (when its
    * beam.smp is visible), the endpoint with the consumer, the load generator. The gateway's budget is what
@@ -278,7 +285,8 @@ function logRun(run: SteadyRun, round: string): void {
       ? `  steady ${server} ${rate}/s${round}: FAILED: ${run.error.split('\n')[0]}`
       : `  steady ${server} ${rate}/s${round}: ack p99 ${run.ack.p99.toFixed(1)} ms, rabbitmq p99 ${run.rabbitmq.p99.toFixed(1)} ms, ` +
           `destination p99 ${run.destination.p99.toFixed(1)} ms, cpu/webhook ${Math.round(run.cpuUs.gateway)} + ` +
-          `${Math.round(run.cpuUs.postgres ?? 0)} us; threads ms ${JSON.stringify(run.threadsMs)}`,
+          `${Math.round(run.cpuUs.postgres ?? 0)} us; main thread woken ${fixed(run.wakesPerWebhook)} times per ` +
+          `webhook; threads ms ${JSON.stringify(run.threadsMs)}`,
   )
 }
 
@@ -402,6 +410,7 @@ async function runRate(
   await sleep(idleMs)
   const idleTo = { at: performance.now(), ...cpuNow(gateway, context.postmasterPid) }
   const idleSeconds = (idleTo.at - idleFrom.at) / 1000
+  const idleWakes = ((idleTo.wakes ?? NaN) - (idleFrom.wakes ?? NaN)) / idleSeconds
   const idleGateway = (idleTo.gateway - idleFrom.gateway) / 1000 / idleSeconds
   const idlePostgres =
     idleTo.postgres === undefined || idleFrom.postgres === undefined
@@ -439,6 +448,10 @@ async function runRate(
   )
   const statementsAfter = withStatements ? await statementCalls(admin, database.name) : undefined
   const windowSeconds = (at - before.at) / 1000
+  const wakesOf = (to: number | undefined, from: number | undefined) =>
+    to === undefined || from === undefined || Number.isNaN(idleWakes)
+      ? {}
+      : { wakesPerWebhook: Math.max(0, to - from - idleWakes * windowSeconds) / Math.max(1, accepted) }
   const perWebhookUs = (ms: number, idleShare: number) =>
     Math.max(0, (ms - idleShare * windowSeconds * 1000) * 1000) / Math.max(1, accepted)
 
@@ -499,6 +512,7 @@ async function runRate(
     },
     ...(statements ? { statements } : {}),
     threadsMs,
+    ...wakesOf(after.wakes, before.wakes),
     othersUs: {
       rabbitmq: ((othersAfter.rabbitmq - othersBefore.rabbitmq) * 1000) / Math.max(1, accepted),
       endpoint: ((othersAfter.endpoint - othersBefore.endpoint) * 1000) / Math.max(1, accepted),
@@ -543,7 +557,11 @@ function othersCpuMs(endpointPid: number) {
 }
 
 function cpuNow(gateway: Child, postmasterPid: number | undefined) {
-  return { gateway: processCpuMs(gateway.pid), postgres: postgresCpuMs(postmasterPid) }
+  return {
+    gateway: processCpuMs(gateway.pid),
+    postgres: postgresCpuMs(postmasterPid),
+    wakes: mainThreadWakes(gateway.pid),
+  }
 }
 
 const fixed = (value: number | undefined, digits = 1) =>
@@ -609,6 +627,9 @@ function medianRun(rounds: readonly SteadyRun[]): SteadyRun {
           },
         }
       : {}),
+    ...(rounds.every((run) => run.wakesPerWebhook !== undefined)
+      ? { wakesPerWebhook: of((run) => run.wakesPerWebhook)! }
+      : {}),
     ...(rounds.some((run) => run.peakRssMb !== undefined)
       ? { peakRssMb: Math.max(...rounds.map((run) => run.peakRssMb ?? 0)) }
       : {}),
@@ -630,7 +651,7 @@ function tableRows(runs: readonly SteadyRun[]): SteadyRun[] {
 }
 
 /** The section as Markdown (the terminal shows the same). */
-export function renderSteady(all: readonly SteadyRun[]): string {
+export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly WakeCost[]): string {
   const runs = tableRows(all)
   const rounds = Math.max(...all.map((run) => run.round))
   const lines = [
@@ -698,14 +719,26 @@ export function renderSteady(all: readonly SteadyRun[]): string {
     )
     if (run.server !== 'gateway' || run.error || !floor) return []
     const total = (of: SteadyRun) => of.cpuUs.gateway + (of.cpuUs.postgres ?? 0)
+    const wakes =
+      run.wakesPerWebhook === undefined || floor.wakesPerWebhook === undefined
+        ? ''
+        : `; its main thread woken ${fixed(run.wakesPerWebhook)} times per webhook, the floor's ${fixed(floor.wakesPerWebhook)}`
     return [
       `- ${run.rate}/s: gateway ${fixed(total(run), 0)} us, hand-written ${fixed(total(floor), 0)} us: ` +
         `${fixed(total(run) / total(floor), 2)}x the floor (process ${fixed(run.cpuUs.gateway / floor.cpuUs.gateway, 2)}x, ` +
-        `Postgres ${fixed((run.cpuUs.postgres ?? NaN) / (floor.cpuUs.postgres ?? NaN), 2)}x)`,
+        `Postgres ${fixed((run.cpuUs.postgres ?? NaN) / (floor.cpuUs.postgres ?? NaN), 2)}x)${wakes}`,
     ]
   })
   if (floors.length > 0)
     lines.push('', 'CPU per webhook, process + Postgres, against the floor at the same rate:', '', ...floors)
+  if (wakeCost && wakeCost.length > 0)
+    lines.push(
+      '',
+      'What this machine charges for the same small work at each rate (bench/wake-cost.ts): a 1.5 KB round trip ' +
+        'over loopback between two processes, with an HMAC and a JSON.parse, its CPU in both:',
+      '',
+      ...renderWakeCost(wakeCost),
+    )
   const withTop = runs.filter((run) => run.statements && run.statements.top.length > 0)
   if (withTop.length > 0) {
     lines.push(

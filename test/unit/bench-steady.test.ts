@@ -19,6 +19,7 @@ function run(server: SteadyRun['server'], round: number, n: number): SteadyRun {
     idle: { gateway: 0.01, postgres: 0.001 },
     cpuUs: { gateway: n * 100, postgres: n * 50 },
     peakRssMb: 100 + n,
+    wakesPerWebhook: n,
   }
 }
 
@@ -26,6 +27,16 @@ const rowOf = (markdown: string, label: string) =>
   markdown.split('\n').find((line) => line.startsWith(`| ${label} | 200/s`))
 
 describe('the steady section with --repeat', () => {
+  // Alternated rounds whose medians are 5 (the gateway) and 2 (the floor).
+  const threeRounds = [
+    run('gateway', 1, 5),
+    run('handwritten', 1, 1),
+    run('gateway', 2, 2),
+    run('handwritten', 2, 2),
+    run('gateway', 3, 9),
+    run('handwritten', 3, 4),
+  ]
+
   it('shows one run as it is', () => {
     const markdown = renderSteady([run('gateway', 1, 3)])
     expect(rowOf(markdown, 'gateway')).toContain('| 3.0 / 30.0 |')
@@ -33,14 +44,7 @@ describe('the steady section with --repeat', () => {
   })
 
   it('shows each figure as the median of the rounds, counts summed, and every round below', () => {
-    const markdown = renderSteady([
-      run('gateway', 1, 5),
-      run('handwritten', 1, 1),
-      run('gateway', 2, 2),
-      run('handwritten', 2, 2),
-      run('gateway', 3, 9),
-      run('handwritten', 3, 4),
-    ])
+    const markdown = renderSteady(threeRounds)
     const gateway = rowOf(markdown, 'gateway')!
     // Odd rounds: the middle value of 5, 2 and 9.
     expect(gateway).toContain('| 300 |')
@@ -54,6 +58,25 @@ describe('the steady section with --repeat', () => {
       '- gateway, 200/s: 50.0, 50.0, 50.0, 500 + 250; 20.0, 20.0, 20.0, 200 + 100; 90.0',
     )
     expect(markdown).toContain('2.50x the floor')
+  })
+
+  it("says how often each server's main thread was woken per webhook, the median of the rounds", () => {
+    const markdown = renderSteady(threeRounds)
+    expect(markdown).toContain("its main thread woken 5.0 times per webhook, the floor's 2.0")
+  })
+
+  it("shows the machine's cost of the same round trip at each rate when it was measured", () => {
+    const runs = [run('gateway', 1, 5), run('handwritten', 1, 1)]
+    expect(renderSteady(runs)).not.toContain('What this machine charges')
+    const markdown = renderSteady(runs, [
+      { rate: 20, roundTrips: 200, clientUs: 400, echoUs: 250, clientWakes: 1.6 },
+      { rate: 200, roundTrips: 1600, clientUs: 156, echoUs: 69, clientWakes: 1.5 },
+    ])
+    expect(markdown).toContain('What this machine charges')
+    expect(markdown).toContain(
+      "- 20/s: 650 us of CPU per round trip (client 400, echo 250), the client woken 1.6 times: 250 us of the client's CPU per wake",
+    )
+    expect(markdown).toContain('- 200/s: 225 us of CPU per round trip')
   })
 
   it('takes the mean of the two middle values of an even number of rounds', () => {
