@@ -8,7 +8,7 @@ import type postgres from 'postgres'
 import { defer, mark, unwind } from './cleanup.ts'
 import { freePort, startServer, stopServer, waitHealthy, type Child } from './child.ts'
 import { countOf, Outcome, quantile, runOpenLoop, timelineCsv } from './load.ts'
-import { renderWakeCost, type WakeCost } from './wake-cost.ts'
+import { perSecond, renderWakeCost, type WakeCost } from './wake-cost.ts'
 import { mainThreadWakes, peakRssBytes, processCpuMs, postgresCpuMs, threadCpuMs } from './measure.ts'
 import type { DestinationsContext } from './destinations.ts'
 import { summarizeProfiles, type ProfileSummary } from './profile.ts'
@@ -676,13 +676,15 @@ export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly Wake
   const label = (run: SteadyRun) => (run.server === 'handwritten' ? 'hand-written' : 'gateway')
   for (const run of runs) {
     if (run.error) {
-      lines.push(`| ${label(run)} | ${run.rate}/s | FAILED: ${run.error.split('\n')[0]} | | | | | | | | |`)
+      lines.push(
+        `| ${label(run)} | ${perSecond(run.rate)} | FAILED: ${run.error.split('\n')[0]} | | | | | | | | |`,
+      )
       continue
     }
     const lost =
       run.rabbitmq.distinct < run.accepted || run.destination.distinct < run.accepted ? ' (some missing)' : ''
     lines.push(
-      `| ${label(run)} | ${run.rate}/s | ${thousands(run.accepted)}${run.failed > 0 ? ` (+${run.failed} not accepted)` : ''}${lost} ` +
+      `| ${label(run)} | ${perSecond(run.rate)} | ${thousands(run.accepted)}${run.failed > 0 ? ` (+${run.failed} not accepted)` : ''}${lost} ` +
         `| ${fixed(run.ack.p50)} / ${fixed(run.ack.p99)} ` +
         `| ${fixed(run.rabbitmq.p50)} / ${fixed(run.rabbitmq.p99)} / ${fixed(run.rabbitmq.max, 0)} ` +
         `| ${fixed(run.destination.p50)} / ${fixed(run.destination.p99)} / ${fixed(run.destination.max, 0)} ` +
@@ -702,7 +704,7 @@ export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly Wake
     for (const row of runs.filter((run) => !run.error)) {
       const of = all.filter((run) => run.server === row.server && run.rate === row.rate && !run.error)
       lines.push(
-        `- ${label(row)}, ${row.rate}/s: ` +
+        `- ${label(row)}, ${perSecond(row.rate)}: ` +
           of
             .map(
               (run) =>
@@ -724,7 +726,7 @@ export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly Wake
         ? ''
         : `; its main thread woken ${fixed(run.wakesPerWebhook)} times per webhook, the floor's ${fixed(floor.wakesPerWebhook)}`
     return [
-      `- ${run.rate}/s: gateway ${fixed(total(run), 0)} us, hand-written ${fixed(total(floor), 0)} us: ` +
+      `- ${perSecond(run.rate)}: gateway ${fixed(total(run), 0)} us, hand-written ${fixed(total(floor), 0)} us: ` +
         `${fixed(total(run) / total(floor), 2)}x the floor (process ${fixed(run.cpuUs.gateway / floor.cpuUs.gateway, 2)}x, ` +
         `Postgres ${fixed((run.cpuUs.postgres ?? NaN) / (floor.cpuUs.postgres ?? NaN), 2)}x)${wakes}`,
     ]
@@ -751,7 +753,7 @@ export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly Wake
     for (const run of withTop) {
       const { perWebhook, walBytesPerWebhook } = run.statements!
       lines.push(
-        `- ${label(run)}, ${run.rate}/s: ${perWebhook.toFixed(2)} statements` +
+        `- ${label(run)}, ${perSecond(run.rate)}: ${perWebhook.toFixed(2)} statements` +
           `${walBytesPerWebhook === undefined ? '' : `, ${Math.round(walBytesPerWebhook)} bytes of WAL`} per webhook`,
       )
       for (const statement of run.statements!.top)
@@ -767,7 +769,7 @@ export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly Wake
     const profile = run.profile!
     lines.push(
       '',
-      `${run.rate}/s${rounds > 1 ? ` (round ${run.round})` : ''}, the gateway's main thread busy ${(profile.busy * 100).toFixed(1)} % of the window; self time by source, then by function:`,
+      `${perSecond(run.rate)}${rounds > 1 ? ` (round ${run.round})` : ''}, the gateway's main thread busy ${(profile.busy * 100).toFixed(1)} % of the window; self time by source, then by function:`,
       '',
       '```',
       ...profile.sources,
@@ -782,7 +784,7 @@ export function renderSteady(all: readonly SteadyRun[], wakeCost?: readonly Wake
   for (const run of repeated)
     lines.push(
       '',
-      `${label(run)}, ${run.rate}/s${rounds > 1 ? ` (round ${run.round})` : ''}: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
+      `${label(run)}, ${perSecond(run.rate)}${rounds > 1 ? ` (round ${run.round})` : ''}: ${run.rabbitmq.repeated} events arrived on RabbitMQ again and ${run.destination.repeated} at the destination (same id)`,
     )
   lines.push('')
   return lines.join('\n')

@@ -118,11 +118,14 @@ export async function measureWakeCost(
   return JSON.parse(output) as WakeCost[]
 }
 
+/** A rate as the bench's reports write it: 1,000/s, 0.5/s. */
+export const perSecond = (rate: number) => `${rate.toLocaleString('en-US', { maximumFractionDigits: 2 })}/s`
+
 /** Lines for a report: the cost of the round trip at each rate. */
 export function renderWakeCost(costs: readonly WakeCost[]): string[] {
   return costs.map(
     (cost) =>
-      `- ${cost.rate}/s: ${Math.round(cost.clientUs + cost.echoUs)} us of CPU per round trip ` +
+      `- ${perSecond(cost.rate)}: ${Math.round(cost.clientUs + cost.echoUs)} us of CPU per round trip ` +
       `(client ${Math.round(cost.clientUs)}, echo ${Math.round(cost.echoUs)}), ` +
       `the client woken ${cost.clientWakes.toFixed(1)} times: ` +
       `${Math.round(cost.clientUs / Math.max(1, cost.clientWakes))} us of the client's CPU per wake`,

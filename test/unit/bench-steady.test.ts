@@ -79,6 +79,11 @@ describe('the steady section with --repeat', () => {
     expect(markdown).toContain('- 200/s: 225 us of CPU per round trip')
   })
 
+  it('writes rates with a thousands separator', () => {
+    const markdown = renderSteady([{ ...run('gateway', 1, 5), rate: 1000 }])
+    expect(markdown).toContain('| gateway | 1,000/s |')
+  })
+
   it('takes the mean of the two middle values of an even number of rounds', () => {
     const markdown = renderSteady([run('gateway', 1, 2), run('gateway', 2, 4)])
     expect(rowOf(markdown, 'gateway')).toContain('| 3.0 / 30.0 |')
