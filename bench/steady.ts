@@ -448,12 +448,14 @@ async function runRate(
   )
   const statementsAfter = withStatements ? await statementCalls(admin, database.name) : undefined
   const windowSeconds = (at - before.at) / 1000
+  /** What the window's webhooks caused of `total`: the idle rate over the window taken off, per webhook. */
+  const perWebhook = (total: number, idlePerSecond: number) =>
+    Math.max(0, total - idlePerSecond * windowSeconds) / Math.max(1, accepted)
+  const perWebhookUs = (ms: number, idleShare: number) => perWebhook(ms * 1000, idleShare * 1_000_000)
   const wakesOf = (to: number | undefined, from: number | undefined) =>
     to === undefined || from === undefined || Number.isNaN(idleWakes)
       ? {}
-      : { wakesPerWebhook: Math.max(0, to - from - idleWakes * windowSeconds) / Math.max(1, accepted) }
-  const perWebhookUs = (ms: number, idleShare: number) =>
-    Math.max(0, (ms - idleShare * windowSeconds * 1000) * 1000) / Math.max(1, accepted)
+      : { wakesPerWebhook: perWebhook(to - from, idleWakes) }
 
   const arrived = (observed: Observed | undefined): Arrived => ({
     ...percentiles(observed?.latenciesMs ?? []),

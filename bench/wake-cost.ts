@@ -53,14 +53,18 @@ async function client(rates: readonly number[], seconds: number): Promise<WakeCo
     await once(socket, 'connect')
     socket.setNoDelay(true)
     let answered: (() => void) | undefined
-    let received = 0
-    socket.on('data', (data) => {
+    let received: Buffer[] = []
+    let receivedBytes = 0
+    socket.on('data', (data: Buffer) => {
       // The echo may come back in pieces: a round trip ends with its last byte.
-      received += data.length
-      createHmac('sha256', 'calibration').update(data).digest('hex')
-      if (received < message.length) return
-      JSON.parse(message.toString())
-      received = 0
+      received.push(data)
+      receivedBytes += data.length
+      if (receivedBytes < message.length) return
+      const echoed = received.length === 1 ? data : Buffer.concat(received)
+      received = []
+      receivedBytes = 0
+      createHmac('sha256', 'calibration').update(echoed).digest('hex')
+      JSON.parse(echoed.toString())
       answered?.()
     })
     const roundTrip = () =>
